@@ -1,0 +1,1 @@
+from .digits import DigitsDataset, digits_split_indices  # noqa: F401

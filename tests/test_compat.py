@@ -1,0 +1,77 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Each shim of mmdms.compat is needed: without it the quoted error comes back.
+
+Each case runs a fresh interpreter twice, once with the shim skipped through
+``MMDMS_COMPAT_SKIP`` (expects the error) and once with all shims (expects success).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mmdms import compat
+
+SINGLE_PROCESS_GROUP = """
+import os
+os.environ.update(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
+                  MASTER_PORT=str(__import__('random').randint(20000, 40000)))
+"""
+
+CASES = {
+    'torchvision_fake_ops': ('import mmdms, torchvision, mmpretrain',
+                             'operator torchvision::nms does not exist'),
+    'mmrazor_quantization_imports': ('import mmdms, mmrazor.models',
+                                     '`torch>=1.13` is not installed properly'),
+    'checkpoint_safe_globals': (textwrap.dedent("""
+        import mmdms, tempfile, os, numpy as np
+        from mmengine.logging import MessageHub
+        from mmengine.runner.checkpoint import load_checkpoint, save_checkpoint
+        import torch
+        hub = MessageHub.get_instance('compat')
+        hub.update_scalar('train/loss', np.float64(0.5))
+        path = os.path.join(tempfile.mkdtemp(), 'ckpt.pth')
+        save_checkpoint({'state_dict': torch.nn.Linear(2, 2).state_dict(),
+                         'meta': {'message_hub': hub.state_dict()}}, path)
+        from mmengine.runner.checkpoint import _load_checkpoint
+        ckpt = _load_checkpoint(path, map_location='cpu')
+        assert ckpt['meta']['message_hub']['log_scalars']['train/loss'].mean() == 0.5
+        """), 'Unsupported global: GLOBAL mmengine.logging.history_buffer.HistoryBuffer'),
+    'cpu_distributed_init': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
+        import mmdms, torch
+        from mmengine.dist import init_dist
+        init_dist('pytorch', backend='nccl')
+        assert torch.distributed.get_backend() == 'gloo'
+        """), "has no attribute '_cuda_setDevice'"),
+    'cpu_ddp_device_ids': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
+        import mmdms, torch
+        torch.distributed.init_process_group('gloo')
+        from mmengine.model import MMDistributedDataParallel
+        MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0])
+        """), 'device_ids and output_device arguments only work with'),
+}
+
+
+def run_python(code: str, skip: str = '') -> subprocess.CompletedProcess:
+    env = dict(os.environ, MMDMS_COMPAT_SKIP=skip)
+    return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_every_shim_has_a_case():
+    assert set(CASES) == set(compat.PATCHES)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_shim_is_needed_and_sufficient(name):
+    code, error = CASES[name]
+    without = run_python(code, skip=name)
+    assert without.returncode != 0 and error in without.stderr, without.stderr[-2000:]
+    with_all = run_python(code)
+    assert with_all.returncode == 0, with_all.stderr[-2000:]
+
+
+def test_unknown_skip_name_is_refused():
+    result = run_python('import mmdms', skip='no_such_shim')
+    assert result.returncode != 0 and 'MMDMS_COMPAT_SKIP names unknown shims' in result.stderr
