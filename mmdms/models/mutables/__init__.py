@@ -1,0 +1,8 @@
+from .dms_mutable_blocks import DMSMutableBlocks
+from .dms_mutable_channel import DMSMutableChannel
+from .dms_topk import DMSTopkMixin
+from .importance import (BaseImportance, IndexImportance, L1Importance, TaylorImportance,
+                         build_importance)
+
+__all__ = ['DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin', 'BaseImportance',
+           'IndexImportance', 'L1Importance', 'TaylorImportance', 'build_importance']

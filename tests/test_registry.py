@@ -1,0 +1,24 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""``import mmdms`` registers its modules where OpenMMLab configs look for them."""
+import mmdms  # noqa: F401
+
+
+def test_dataset_in_mmpretrain_registry():
+    from mmpretrain.registry import DATASETS
+    assert DATASETS.get('DigitsDataset') is mmdms.datasets.DigitsDataset
+
+
+def test_mutables_and_importance_in_mmrazor_registries():
+    from mmrazor.registry import MODELS, TASK_UTILS
+    from mmdms.models import DMSMutableBlocks, DMSMutableChannel
+    assert MODELS.get('DMSMutableChannel') is DMSMutableChannel
+    assert MODELS.get('DMSMutableBlocks') is DMSMutableBlocks
+    for name in ('TaylorImportance', 'L1Importance', 'IndexImportance'):
+        assert TASK_UTILS.get(name) is not None
+
+
+def test_custom_imports_in_a_config(tmp_path):
+    from mmengine.config import Config
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text("custom_imports = dict(imports=['mmdms'], allow_failed_imports=False)\n")
+    assert Config.fromfile(str(cfg_file)).custom_imports.imports == ['mmdms']
