@@ -1,2 +1,4 @@
+from .architectures import *  # noqa: F401,F403
 from .mutables import *  # noqa: F401,F403
+from .mutators import *  # noqa: F401,F403
 from .utils import *  # noqa: F401,F403

@@ -1,8 +1,9 @@
+from .dms_channel_unit import DMSChannelUnit
 from .dms_mutable_blocks import DMSMutableBlocks
 from .dms_mutable_channel import DMSMutableChannel
 from .dms_topk import DMSTopkMixin
 from .importance import (BaseImportance, IndexImportance, L1Importance, TaylorImportance,
                          build_importance)
 
-__all__ = ['DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin', 'BaseImportance',
+__all__ = ['DMSChannelUnit', 'DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin', 'BaseImportance',
            'IndexImportance', 'L1Importance', 'TaylorImportance', 'build_importance']

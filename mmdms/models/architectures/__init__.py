@@ -1,0 +1,7 @@
+from .dms_ops import (DMS_OP_MAP, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatchNormXd, DMSConv2d,
+                      DMSConv2dAdaptivePadding, DMSInputMaskMixin, DMSLayerNorm, DMSLinear,
+                      DMSMaskContainer, DMSSyncBatchNorm)
+
+__all__ = ['DMS_OP_MAP', 'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSConv2d',
+           'DMSConv2dAdaptivePadding', 'DMSInputMaskMixin', 'DMSLayerNorm', 'DMSLinear',
+           'DMSMaskContainer', 'DMSSyncBatchNorm']

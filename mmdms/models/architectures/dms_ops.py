@@ -1,0 +1,158 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Layers that multiply their input channels by DMS soft masks (paper App. A.1.1).
+
+Each is a subclass of an MMRazor dynamic op, so MMRazor's channel containers, ``to_static_op``
+export and unit bookkeeping work unchanged. Only ``forward`` differs: instead of slicing weights
+by a hard mask it runs the original (static) layer, with all its weights, on ``x * m``. With hard
+masks this equals the pruned layer on the kept channels (zero inputs contribute nothing).
+
+Norm layers: BatchNorm is channel-wise, so it runs unmasked (a mask on its input would be
+normalised away). LayerNorm mixes channels: its mean and variance are taken over the kept
+channels only, weighted by the soft mask, so that with hard masks it equals the pruned LayerNorm.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from mmengine.model.utils import _BatchNormXd
+from mmengine.utils.dl_utils.parrots_wrapper import SyncBatchNorm as EngineSyncBatchNorm
+from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm1d, DynamicBatchNorm2d,
+                                                      DynamicBatchNormXd, DynamicConv2d,
+                                                      DynamicConv2dAdaptivePadding,
+                                                      DynamicLayerNorm, DynamicLinear,
+                                                      DynamicSyncBatchNorm)
+from mmrazor.models.mutables import MutableChannelContainer
+from mmrazor.registry import MODELS
+from torch import Tensor
+
+
+@MODELS.register_module()
+class DMSMaskContainer(MutableChannelContainer):
+    """MMRazor's channel container that also assembles the soft mask of its channels.
+
+    :attr:`soft_mask` concatenates the soft masks of the DMS mutables registered over the
+    layer's channel ranges (ones where none is); it is ``None`` when no DMS mutable is registered,
+    so such a layer runs without any masking.
+    """
+
+    @property
+    def soft_mask(self) -> Optional[Tensor]:
+        mutables = list(self.mutable_channels.values())
+        if not any(hasattr(m, 'soft_mask') for m in mutables):
+            return None
+        if len(mutables) == 1 and len(self.mutable_channels) == 1:
+            (start, end), = self.mutable_channels.keys()
+            if start == 0 and end == self.num_channels:
+                return mutables[0].soft_mask
+        self._fill_unregistered_range()
+        parts = [m.soft_mask if hasattr(m, 'soft_mask') else m.current_mask.float()
+                 for m in self.mutable_channels.values()]
+        device = next((p.device for p in parts), None)
+        return torch.cat([p.to(device) for p in parts])
+
+
+class DMSInputMaskMixin:
+    """``forward`` = the static layer's forward on ``x * soft_mask`` (channel axis ``mask_dim``)."""
+
+    mask_dim = 1
+
+    def input_soft_mask(self) -> Optional[Tensor]:
+        container = self.get_mutable_attr('in_channels')
+        return getattr(container, 'soft_mask', None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.input_soft_mask()
+        if mask is not None:
+            shape = [1] * x.dim()
+            shape[self.mask_dim] = -1
+            x = x * mask.view(shape).to(x.dtype)
+        return self.static_op_factory.forward(self, x)
+
+
+@MODELS.register_module()
+class DMSConv2d(DMSInputMaskMixin, DynamicConv2d):
+    """Conv2d on soft-masked input channels (depthwise convs included)."""
+
+
+@MODELS.register_module()
+class DMSConv2dAdaptivePadding(DMSInputMaskMixin, DynamicConv2dAdaptivePadding):
+    """mmcv's TF-'same'-padding Conv2d on soft-masked input channels."""
+
+
+@MODELS.register_module()
+class DMSLinear(DMSInputMaskMixin, DynamicLinear):
+    """Linear on soft-masked input features (last axis)."""
+
+    mask_dim = -1
+
+
+class DMSBatchNormMixin:
+    """BatchNorm is channel-wise: run the full layer unmasked (export still slices it)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.static_op_factory.forward(self, x)
+
+
+@MODELS.register_module()
+class DMSBatchNorm1d(DMSBatchNormMixin, DynamicBatchNorm1d):
+    pass
+
+
+@MODELS.register_module()
+class DMSBatchNorm2d(DMSBatchNormMixin, DynamicBatchNorm2d):
+    pass
+
+
+@MODELS.register_module()
+class DMSBatchNormXd(DMSBatchNormMixin, DynamicBatchNormXd):
+    pass
+
+
+@MODELS.register_module()
+class DMSSyncBatchNorm(DMSBatchNormMixin, DynamicSyncBatchNorm):
+    pass
+
+
+@MODELS.register_module()
+class DMSLayerNorm(DynamicLayerNorm):
+    """LayerNorm whose statistics run over the kept features, weighted by the soft mask.
+
+    ``mu = sum(m x) / sum(m)``, ``var = sum(m (x - mu)^2) / sum(m)``; the output of a pruned
+    feature is multiplied by its mask. With hard masks this is exactly the pruned LayerNorm on the
+    kept features (and 0 elsewhere).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        container = self.get_mutable_attr('in_channels')
+        mask = getattr(container, 'soft_mask', None)
+        if mask is None:
+            return nn.LayerNorm.forward(self, x)
+        mask = mask.to(x.dtype)
+        total = mask.sum()
+        mean = (x * mask).sum(-1, keepdim=True) / total
+        var = ((x - mean).pow(2) * mask).sum(-1, keepdim=True) / total
+        out = (x - mean) / torch.sqrt(var + self.eps)
+        if self.elementwise_affine:
+            out = out * self.weight + self.bias
+        return out * mask
+
+
+#: Which DMS layer replaces which layer type in a searched group.
+DMS_OP_MAP = {
+    nn.Conv2d: DMSConv2d,
+    nn.Linear: DMSLinear,
+    nn.BatchNorm1d: DMSBatchNorm1d,
+    nn.BatchNorm2d: DMSBatchNorm2d,
+    nn.SyncBatchNorm: DMSSyncBatchNorm,
+    EngineSyncBatchNorm: DMSSyncBatchNorm,
+    _BatchNormXd: DMSBatchNormXd,
+    nn.LayerNorm: DMSLayerNorm,
+}
+
+
+def _register_mmcv_ops() -> None:
+    from mmcv.cnn.bricks import Conv2dAdaptivePadding
+    DMS_OP_MAP[Conv2dAdaptivePadding] = DMSConv2dAdaptivePadding
+
+
+_register_mmcv_ops()

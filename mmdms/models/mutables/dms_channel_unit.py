@@ -1,0 +1,100 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""A channel-dependency group found by MMRazor's tracer, searched by one DMSMutableChannel."""
+from typing import Dict, List
+
+import torch.nn as nn
+from mmrazor.models.mutables import MutableChannelUnit
+from mmrazor.registry import MODELS
+
+from mmdms.models.architectures import DMS_OP_MAP, DMSMaskContainer
+from .dms_mutable_channel import DMSMutableChannel
+
+
+@MODELS.register_module()
+class DMSChannelUnit(MutableChannelUnit):
+    """All layers whose channels depend on each other share one :class:`DMSMutableChannel`.
+
+    ``prepare_for_pruning`` swaps the group's conv / linear / norm layers for their DMS versions
+    (:mod:`mmdms.models.architectures.dms_ops`, same parameters and state-dict keys) and registers
+    the mutable over the group's channel range of each, so every consumer multiplies its input by
+    the group's soft mask.
+
+    Args:
+        num_channels (int): width of the group.
+        **mutable_args: arguments of :class:`DMSMutableChannel` (``step``, ``min_width``,
+            ``lambda_``, ``importance``, ``normalize``...).
+    """
+
+    def __init__(self, num_channels: int, **mutable_args) -> None:
+        super().__init__(num_channels)
+        self.mutable_args = dict(mutable_args)
+        self.mutable_channel = DMSMutableChannel(num_channels, **mutable_args)
+
+    @classmethod
+    def init_from_mutable_channel(cls, mutable_channel: DMSMutableChannel) -> 'DMSChannelUnit':
+        unit = cls(mutable_channel.num_channels)
+        unit.mutable_channel = mutable_channel
+        return unit
+
+    def prepare_for_pruning(self, model: nn.Module) -> None:
+        self._replace_with_dynamic_ops(model, DMS_OP_MAP)
+        self._register_channel_container(model, DMSMaskContainer)
+        if self.is_mutable:
+            self._register_mutable_channel(self.mutable_channel)
+        else:
+            # Never learnt nor exported: keep its ratio out of the optimiser and of DDP.
+            self.mutable_channel.dms_ratio.requires_grad_(False)
+
+    def _replace_with_dynamic_ops(self, model: nn.Module, dynamicop_map: Dict) -> None:
+        """Swap the group's layers for DMS layers that keep their weights, buffers and mode.
+
+        MMRazor's own replacement builds freshly initialised layers (it expects weights to be
+        loaded afterwards); DMS keeps the supernet's weights, e.g. a pretrained one for DMS_p.
+        """
+        for channel in list(self.input_related) + list(self.output_related):
+            if not isinstance(channel.module, nn.Module):
+                continue
+            parent_name, _, attr = channel.name.rpartition('.')
+            parent = model.get_submodule(parent_name) if parent_name else model
+            module = getattr(parent, attr)
+            dms_type = dynamicop_map.get(type(module))
+            if dms_type is not None:
+                new = dms_type.convert_from(module)
+                new.load_state_dict(module.state_dict(), strict=False)
+                param = next(module.parameters(), None)
+                if param is not None:
+                    new.to(param.device)
+                new.train(module.training)
+                for name, p in module.named_parameters(recurse=False):
+                    getattr(new, name).requires_grad_(p.requires_grad)
+                setattr(parent, attr, new)
+                module = new
+            channel.module = module
+
+    @property
+    def current_choice(self) -> int:
+        return self.mutable_channel.current_choice
+
+    @current_choice.setter
+    def current_choice(self, choice: int) -> None:
+        self.mutable_channel.current_choice = choice
+
+    def sample_choice(self) -> int:
+        import random
+        step = self.mutable_channel.step
+        kept = random.randint(self.mutable_channel.min_elements, self.mutable_channel.num_elements)
+        return min(kept * step, self.num_channels)
+
+    def config_template(self, with_init_args: bool = False, with_channels: bool = False) -> Dict:
+        config = super().config_template(with_init_args, with_channels)
+        if with_init_args:
+            config['init_args'].update(self.mutable_args)
+        return config
+
+    def layer_names(self) -> List[str]:
+        """Names of the layers whose input or output channels belong to the group."""
+        names = []
+        for channel in list(self.output_related) + list(self.input_related):
+            if isinstance(channel.module, nn.Module) and channel.name not in names:
+                names.append(channel.name)
+        return names

@@ -1,0 +1,278 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""DMSMutator: finds every width and depth DMS can search in a real model."""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmrazor.models.mutators import ChannelMutator
+from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUnit
+from mmrazor.registry import MODELS, TASK_UTILS
+
+from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from .recording_tracer import RecordingFxTracer
+from .residual_blocks import ResidualBlockMatcher, import_class
+
+
+class UntraceableModuleError(RuntimeError):
+    """MMRazor's tracer failed inside a module of the model."""
+
+
+@MODELS.register_module()
+class DMSMutator(ChannelMutator):
+    """Owns the DMS search space of a model: one mutable per width group and per stage depth.
+
+    Widths come from MMRazor's ``ChannelAnalyzer`` (FX tracer by default): every group of
+    dependent channels (residual adds, concats, depthwise convs) becomes a :class:`DMSChannelUnit`
+    whose layers multiply their inputs by the group's soft mask. Depths come from identity-residual
+    blocks (:mod:`.residual_blocks`): the searchable blocks under one parent module form a stage
+    with one :class:`DMSMutableBlocks`, and block ``i`` computes ``x + m_i (g(x) - x)`` through a
+    forward hook, without touching its code.
+
+    Args:
+        channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
+            :class:`DMSMutableChannel` (``step``, ``min_width``, ``importance``, ``normalize``).
+        parse_cfg (dict): MMRazor's ``ChannelAnalyzer`` config; ``demo_input`` is the input shape
+            of the tracing forward.
+        search_width (bool): search channel widths. Defaults to True.
+        search_depth (bool): search the depth of residual stages. Defaults to True.
+        block_types (dict | list, optional): more identity-residual block types, by import path
+            (see :class:`ResidualBlockMatcher`).
+        depth_args (dict, optional): arguments of every :class:`DMSMutableBlocks`
+            (``importance``, ``lambda_scale``, ``normalize``).
+        min_blocks (int): blocks every stage keeps, counting its blocks that are not searchable
+            (e.g. ResNet's first, downsampling block). Defaults to 1.
+        allow_empty_stage (bool): allow a stage to lose all its blocks. Defaults to False.
+        leaf_modules (Sequence[str]): import paths of module types the tracer must not enter
+            (their channels are then left unsearched); the way out for an untraceable module.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(self,
+                 channel_unit_cfg: Dict = dict(type='DMSChannelUnit', default_args=dict()),
+                 parse_cfg: Dict = dict(
+                     type='ChannelAnalyzer', demo_input=(1, 3, 224, 224),
+                     tracer_type='FxTracer'),
+                 search_width: bool = True,
+                 search_depth: bool = True,
+                 block_types: Union[Dict[str, Optional[str]], List[str], None] = None,
+                 depth_args: Optional[Dict] = None,
+                 min_blocks: int = 1,
+                 allow_empty_stage: bool = False,
+                 leaf_modules: Sequence[str] = (),
+                 init_cfg: Optional[Dict] = None) -> None:
+        channel_unit_cfg = dict(channel_unit_cfg)
+        channel_unit_cfg.setdefault('type', 'DMSChannelUnit')
+        channel_unit_cfg.setdefault('default_args', {})
+        parse_cfg = dict(parse_cfg)
+        parse_cfg.setdefault('_scope_', 'mmrazor')
+        super().__init__(channel_unit_cfg=channel_unit_cfg, parse_cfg=parse_cfg,
+                         init_cfg=init_cfg)
+        if not issubclass(self.unit_class, DMSChannelUnit):
+            raise TypeError(f'DMSMutator needs DMSChannelUnit units, got {self.unit_class}')
+        self.search_width = search_width
+        self.search_depth = search_depth
+        self.block_matcher = ResidualBlockMatcher(block_types)
+        self.depth_args = dict(depth_args or {})
+        self.min_blocks = min_blocks
+        self.allow_empty_stage = allow_empty_stage
+        self.leaf_modules = tuple(import_class(p) if isinstance(p, str) else p
+                                  for p in leaf_modules)
+        self.stage_mutables = nn.ModuleDict()
+        self.stage_blocks: Dict[str, List[str]] = {}
+        self.fixed_stages: Dict[str, str] = {}
+        self._depth_hooks: list = []
+        self._covered_report: Tuple[int, int] = (0, 0)
+        self.unsearched_layers: List[str] = []
+
+    # preparation -----------------------------------------------------------------------------
+    def prepare_from_supernet(self, supernet: nn.Module) -> None:
+        """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
+        analyzer = TASK_UTILS.build(self.parse_cfg)
+        block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
+        if self.search_width:
+            self._analyzer = analyzer
+            super().prepare_from_supernet(supernet)
+            del self._analyzer
+        if self.search_depth:
+            self._prepare_depth(supernet, block_shapes)
+        self._report_coverage(supernet)
+        print_log(self.summary(), logger='current')
+
+    def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict) -> List[DMSChannelUnit]:
+        analyzer = getattr(self, '_analyzer', None) or TASK_UTILS.build(parse_cfg)
+        if analyzer.tracer_type == 'FxTracer':
+            analyzer.tracer = RecordingFxTracer(
+                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules)
+        unit_configs = analyzer.analyze(model)
+        self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
+        units = [ChannelUnit.init_from_cfg(model, cfg) for cfg in unit_configs.values()]
+        return self._convert_channel_unit_to_mutable(units)
+
+    def _check_untraced(self, model: nn.Module, untraced: Dict[str, tuple]) -> None:
+        """One clear error for a module with weights that the tracer could not enter."""
+        modules = dict(model.named_modules())
+        for name, (module_type, reason) in untraced.items():
+            module = modules.get(name)
+            if module is None or not any(isinstance(m, (nn.Conv2d, nn.Linear))
+                                         for m in module.modules()):
+                continue  # nothing searchable is hidden inside it
+            path = f'{module_type.__module__}.{module_type.__qualname__}'
+            raise UntraceableModuleError(
+                f"MMRazor's channel tracer cannot trace module '{name}' ({path}): {reason}. "
+                'Its layers would silently drop out of the '
+                f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
+                'channels then stay fixed), or make it traceable (e.g. register a DMS handler '
+                'for it, as mmdms does for attention).')
+
+    def _demo_forward(self, model: nn.Module, analyzer) -> None:
+        inputs = analyzer.demo_input.get_data(model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                if isinstance(inputs, dict):
+                    inputs = dict(inputs, mode='tensor')
+                    model(**inputs)
+                else:
+                    model(inputs)
+        finally:
+            model.train(was_training)
+
+    def _record_block_shapes(self, model: nn.Module, analyzer) -> Dict[str, tuple]:
+        """Input and output shapes of every candidate residual block, from one forward."""
+        shapes: Dict[str, tuple] = {}
+        handles = []
+        for name, module in model.named_modules():
+            if name and self.block_matcher(module):
+
+                def hook(mod, args, kwargs, output, name=name):
+                    x = args[0] if args else next(iter(kwargs.values()), None)
+                    shapes[name] = (getattr(x, 'shape', None), getattr(output, 'shape', None))
+
+                handles.append(module.register_forward_hook(hook, with_kwargs=True))
+        try:
+            self._demo_forward(model, analyzer)
+        finally:
+            for h in handles:
+                h.remove()
+        return shapes
+
+    def _prepare_depth(self, model: nn.Module, block_shapes: Dict[str, tuple]) -> None:
+        modules = dict(model.named_modules())
+        for name, (in_shape, out_shape) in block_shapes.items():
+            if in_shape is None or in_shape != out_shape:
+                raise ValueError(
+                    f"Block '{name}' ({type(modules[name]).__name__}) maps shape {in_shape} to "
+                    f'{out_shape}: only identity-residual blocks, whose output has the shape of '
+                    'their input, can be removed. Remove its type from block_types.')
+        for stage, names, has_head in self._contiguous_stages(modules, set(block_shapes)):
+            fixed = 1 if has_head else 0
+            min_kept = 0 if self.allow_empty_stage else max(0, self.min_blocks - fixed)
+            if len(names) <= min_kept:
+                self.fixed_stages[stage] = f'{len(names)} block(s), all kept (min {min_kept})'
+                continue
+            mutable = DMSMutableBlocks(len(names), min_blocks=min_kept,
+                                       allow_empty=min_kept == 0, **self.depth_args)
+            mutable.to(next(model.parameters()).device)
+            key = stage.replace('.', '__')
+            self.stage_mutables[key] = mutable
+            self.stage_blocks[key] = names
+            for index, name in enumerate(names):
+                self._depth_hooks.append(modules[name].register_forward_hook(
+                    _DepthMask(mutable, index), with_kwargs=True))
+
+    @staticmethod
+    def _contiguous_stages(modules: Dict[str, nn.Module], searchable: set):
+        """Runs of consecutive searchable sibling blocks: ``(stage_name, block_names, has_head)``.
+
+        A run ends at a sibling that is not an identity block (e.g. a downsampling block, which
+        starts the next paper-stage); ``has_head`` says such a block precedes the run, so the
+        stage keeps at least that one whatever DMS removes.
+        """
+        parents = sorted({name.rpartition('.')[0] for name in searchable},
+                         key=list(modules).index)
+        for parent in parents:
+            run: List[str] = []
+            has_head = False
+            children = [(f'{parent}.{n}' if parent else n) for n, _ in
+                        modules[parent].named_children()]
+            for child in children + [None]:
+                if child is not None and child in searchable:
+                    run.append(child)
+                    continue
+                if run:
+                    first, last = run[0].rpartition('.')[2], run[-1].rpartition('.')[2]
+                    yield f'{parent}.{first}-{last}' if parent else f'{first}-{last}', run, has_head
+                run, has_head = [], child is not None
+
+    def _report_coverage(self, model: nn.Module) -> None:
+        covered_names = set()
+        for unit in self.mutable_units:
+            covered_names.update(unit.layer_names())
+        total = covered = 0
+        unsearched = []
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                total += module.weight.numel()
+                if name in covered_names:
+                    covered += module.weight.numel()
+                else:
+                    unsearched.append(name)
+        self._covered_report = (covered, total)
+        self.unsearched_layers = unsearched
+        if self.search_width and unsearched:
+            print_log(f'DMSMutator: {len(unsearched)} conv/linear layer(s) have no searchable '
+                      f'width: {", ".join(unsearched)}', logger='current', level=30)
+
+    # the search space --------------------------------------------------------------------------
+    @property
+    def width_mutables(self) -> list:
+        return [unit.mutable_channel for unit in self.mutable_units]
+
+    @property
+    def depth_mutables(self) -> list:
+        return list(self.stage_mutables.values())
+
+    def dms_mutables(self) -> list:
+        """Every DMS mutable: widths first, then stage depths."""
+        return self.width_mutables + self.depth_mutables
+
+    @property
+    def weight_coverage(self) -> float:
+        """Fraction of conv/linear weights in layers with a searchable input or output width."""
+        covered, total = self._covered_report
+        return covered / total if total else 0.0
+
+    def summary(self) -> str:
+        """A readable table of the search space (logged when it is prepared)."""
+        lines = [f'DMSMutator search space: {len(self.width_mutables)} width group(s), '
+                 f'{len(self.depth_mutables)} depth stage(s), '
+                 f'{self.weight_coverage:.1%} of conv/linear weights searchable']
+        for unit in self.mutable_units:
+            m = unit.mutable_channel
+            lines.append(f'  width {unit.name}: N={m.num_channels} step={m.step} '
+                         f'width={m.activated_channels} layers={",".join(unit.layer_names())}')
+        for key, mutable in self.stage_mutables.items():
+            lines.append(f'  depth {key.replace("__", ".")}: blocks={len(self.stage_blocks[key])} '
+                         f'kept={mutable.num_kept} min={mutable.min_elements}')
+        for parent, why in self.fixed_stages.items():
+            lines.append(f'  depth {parent}: not searched ({why})')
+        return '\n'.join(lines)
+
+
+class _DepthMask:
+    """Forward hook: turns block ``g`` into ``x + m (g(x) - x)`` with the stage's mask ``m``."""
+
+    def __init__(self, mutable: DMSMutableBlocks, index: int) -> None:
+        self.mutable = mutable
+        self.index = index
+
+    def __call__(self, module, args, kwargs, output):
+        x = args[0] if args else next(iter(kwargs.values()))
+        mask = self.mutable.block_mask(self.index).to(output.dtype)
+        return x + mask * (output - x)
+
+    def __deepcopy__(self, memo):
+        return _DepthMask(copy.deepcopy(self.mutable, memo), self.index)
