@@ -5,6 +5,7 @@ import os
 import os.path as osp
 
 import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
+from mmdms.utils import release_process_group
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -44,6 +45,8 @@ def main() -> None:
         import json
         with open(args.out, 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
+    del runner
+    release_process_group()
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ import os
 import os.path as osp
 
 import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
+from mmdms.utils import release_process_group
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -65,6 +66,8 @@ def main() -> None:
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    del runner
+    release_process_group()
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Taylor importance: once per iteration, and identical on every data-parallel rank."""
 import os
-import socket
+import time
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from mmdms.models import DMSMutableBlocks, DMSMutableChannel, sync_importance
+from mmdms.utils import release_process_group
 
 
 class MaskedMLP(nn.Module):
@@ -99,15 +100,10 @@ def test_ratio_moves_under_the_task_loss():
     assert model.width.current_choice > 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _train_on_rank(rank: int, world: int, port: int, out_dir: str, synced: bool) -> None:
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch_dist.init_process_group('gloo', rank=rank, world_size=world)
+def _train_on_rank(rank: int, world: int, out_dir: str, synced: bool) -> None:
+    # File rendezvous: no TCP port to pick or collide on.
+    torch_dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank,
+                                  world_size=world)
     torch.manual_seed(0)  # same initial weights on both ranks
     model = MaskedMLP()
     ddp = nn.parallel.DistributedDataParallel(model)
@@ -126,12 +122,20 @@ def _train_on_rank(rank: int, world: int, port: int, out_dir: str, synced: bool)
                 'ratio': model.width.dms_ratio.detach(),
                 'depth_importance': model.depth.importance},
                os.path.join(out_dir, f'rank{rank}.pth'))
-    torch_dist.destroy_process_group()
+    del ddp, model, optimizer
+    release_process_group()
 
 
 @pytest.mark.parametrize('synced', [True, False])
 def test_two_gloo_ranks_hold_identical_importance(tmp_path, synced):
-    mp.spawn(_train_on_rank, args=(2, _free_port(), str(tmp_path), synced), nprocs=2)
+    context = mp.start_processes(_train_on_rank, args=(2, str(tmp_path), synced), nprocs=2,
+                                 join=False, start_method='spawn')
+    deadline = time.monotonic() + 180
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail('the 2-rank gloo run did not finish within 180 s')
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
     assert r0['importance'].abs().sum() > 0
     assert torch.equal(r0['ratio'], r1['ratio'])  # DDP averages the ratio's gradient

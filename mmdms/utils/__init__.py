@@ -1,0 +1,3 @@
+from .dist import release_process_group
+
+__all__ = ['release_process_group']
