@@ -1,7 +1,8 @@
 from .dms_ops import (DMS_OP_MAP, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatchNormXd, DMSConv2d,
                       DMSConv2dAdaptivePadding, DMSInputMaskMixin, DMSLayerNorm, DMSLinear,
-                      DMSMaskContainer, DMSSyncBatchNorm)
+                      DMSMaskContainer, DMSSyncBatchNorm, dms_op_type,
+                      replace_with_dms_op)
 
 __all__ = ['DMS_OP_MAP', 'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSConv2d',
            'DMSConv2dAdaptivePadding', 'DMSInputMaskMixin', 'DMSLayerNorm', 'DMSLinear',
-           'DMSMaskContainer', 'DMSSyncBatchNorm']
+           'DMSMaskContainer', 'DMSSyncBatchNorm', 'dms_op_type', 'replace_with_dms_op']

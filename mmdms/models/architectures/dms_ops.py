@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 from mmengine.model.utils import _BatchNormXd
 from mmengine.utils.dl_utils.parrots_wrapper import SyncBatchNorm as EngineSyncBatchNorm
-from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm1d, DynamicBatchNorm2d,
+from mmrazor.models.architectures.dynamic_ops import (DynamicChannelMixin, DynamicBatchNorm1d, DynamicBatchNorm2d,
                                                       DynamicBatchNormXd, DynamicConv2d,
                                                       DynamicConv2dAdaptivePadding,
                                                       DynamicLayerNorm, DynamicLinear,
                                                       DynamicSyncBatchNorm)
-from mmrazor.models.mutables import MutableChannelContainer
+from mmrazor.models.mutables import MutableChannelContainer, SimpleMutableChannel
 from mmrazor.registry import MODELS
 from torch import Tensor
 
@@ -49,6 +49,27 @@ class DMSMaskContainer(MutableChannelContainer):
                  for m in self.mutable_channels.values()]
         device = next((p.device for p in parts), None)
         return torch.cat([p.to(device) for p in parts])
+
+
+    def _fill_unregistered_range(self) -> None:
+        """Register all-ones channels over every gap, in channel order.
+
+        MMRazor 1.0's version builds ``SimpleMutableChannel(last_end - start)`` for a gap between
+        two registered ranges, a negative width ("Trying to create tensor with negative
+        dimension"); this one uses ``start - last_end``.
+        """
+        last_end = 0
+        for start, end in sorted(self.mutable_channels):
+            if last_end < start:
+                self.register_mutable(SimpleMutableChannel(start - last_end), last_end, start)
+            last_end = max(last_end, end)
+        if last_end < self.num_channels:
+            self.register_mutable(SimpleMutableChannel(self.num_channels - last_end), last_end,
+                                  self.num_channels)
+        ordered = sorted(self.mutable_channels.items())
+        self.mutable_channels.clear()
+        for (start, end), mutable in ordered:
+            self.mutable_channels[(start, end)] = mutable
 
 
 class DMSInputMaskMixin:
@@ -156,3 +177,36 @@ def _register_mmcv_ops() -> None:
 
 
 _register_mmcv_ops()
+
+
+def dms_op_type(layer: nn.Module) -> Optional[type]:
+    """The DMS op for ``layer``'s type or its nearest base class in :data:`DMS_OP_MAP`."""
+    for cls in type(layer).__mro__:
+        if cls in DMS_OP_MAP:
+            return DMS_OP_MAP[cls]
+    return None
+
+
+def replace_with_dms_op(model: nn.Module, name: str) -> nn.Module:
+    """Swap layer ``name`` of ``model`` for its DMS op, keeping weights, buffers and mode.
+
+    MMRazor's own ``convert_from`` builds a freshly initialised layer (it expects weights to be
+    loaded afterwards); DMS keeps the supernet's, e.g. a pretrained one for DMS_p. A layer that
+    already is a dynamic op, or has no DMS op, is returned unchanged.
+    """
+    parent_name, _, attr = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    layer = getattr(parent, attr)
+    dms_type = dms_op_type(layer)
+    if dms_type is None or isinstance(layer, DynamicChannelMixin):
+        return layer
+    new = dms_type.convert_from(layer)
+    new.load_state_dict(layer.state_dict(), strict=False)
+    param = next(layer.parameters(), None)
+    if param is not None:
+        new.to(param.device)
+    new.train(layer.training)
+    for param_name, p in layer.named_parameters(recurse=False):
+        getattr(new, param_name).requires_grad_(p.requires_grad)
+    setattr(parent, attr, new)
+    return new

@@ -6,7 +6,7 @@ import torch.nn as nn
 from mmrazor.models.mutables import MutableChannelUnit
 from mmrazor.registry import MODELS
 
-from mmdms.models.architectures import DMS_OP_MAP, DMSMaskContainer
+from mmdms.models.architectures import DMSMaskContainer, replace_with_dms_op
 from .dms_mutable_channel import DMSMutableChannel
 
 
@@ -37,7 +37,7 @@ class DMSChannelUnit(MutableChannelUnit):
         return unit
 
     def prepare_for_pruning(self, model: nn.Module) -> None:
-        self._replace_with_dynamic_ops(model, DMS_OP_MAP)
+        self._swap_in_dms_ops(model)
         self._register_channel_container(model, DMSMaskContainer)
         if self.is_mutable:
             self._register_mutable_channel(self.mutable_channel)
@@ -45,31 +45,13 @@ class DMSChannelUnit(MutableChannelUnit):
             # Never learnt nor exported: keep its ratio out of the optimiser and of DDP.
             self.mutable_channel.dms_ratio.requires_grad_(False)
 
-    def _replace_with_dynamic_ops(self, model: nn.Module, dynamicop_map: Dict) -> None:
-        """Swap the group's layers for DMS layers that keep their weights, buffers and mode.
-
-        MMRazor's own replacement builds freshly initialised layers (it expects weights to be
-        loaded afterwards); DMS keeps the supernet's weights, e.g. a pretrained one for DMS_p.
+    def _swap_in_dms_ops(self, model: nn.Module) -> None:
+        """Swap the group's layers for DMS ops that keep their weights (instead of MMRazor's
+        ``_replace_with_dynamic_ops``, which re-initialises them; see :func:`replace_with_dms_op`).
         """
         for channel in list(self.input_related) + list(self.output_related):
-            if not isinstance(channel.module, nn.Module):
-                continue
-            parent_name, _, attr = channel.name.rpartition('.')
-            parent = model.get_submodule(parent_name) if parent_name else model
-            module = getattr(parent, attr)
-            dms_type = dynamicop_map.get(type(module))
-            if dms_type is not None:
-                new = dms_type.convert_from(module)
-                new.load_state_dict(module.state_dict(), strict=False)
-                param = next(module.parameters(), None)
-                if param is not None:
-                    new.to(param.device)
-                new.train(module.training)
-                for name, p in module.named_parameters(recurse=False):
-                    getattr(new, name).requires_grad_(p.requires_grad)
-                setattr(parent, attr, new)
-                module = new
-            channel.module = module
+            if isinstance(channel.module, nn.Module):
+                channel.module = replace_with_dms_op(model, channel.name)
 
     @property
     def current_choice(self) -> int:

@@ -13,6 +13,7 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
+from .vit_space import ViTSearchSpace, find_vision_transformers
 
 
 class UntraceableModuleError(RuntimeError):
@@ -80,6 +81,9 @@ class DMSMutator(ChannelMutator):
         self.leaf_modules = tuple(import_class(p) if isinstance(p, str) else p
                                   for p in leaf_modules)
         self.stage_mutables = nn.ModuleDict()
+        #: Widths built from a known layout (ViT), by name, and the layers each one masks.
+        self.structured_mutables = nn.ModuleDict()
+        self.structured_layers: Dict[str, List[str]] = {}
         self.stage_blocks: Dict[str, List[str]] = {}
         self.fixed_stages: Dict[str, str] = {}
         self._depth_hooks: list = []
@@ -91,10 +95,14 @@ class DMSMutator(ChannelMutator):
         """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
         analyzer = TASK_UTILS.build(self.parse_cfg)
         block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
+        vit_names = find_vision_transformers(supernet) if self.search_width else []
         if self.search_width:
             self._analyzer = analyzer
+            self._extra_leaves = tuple(type(supernet.get_submodule(n)) for n in vit_names)
             super().prepare_from_supernet(supernet)
-            del self._analyzer
+            del self._analyzer, self._extra_leaves
+            for name in vit_names:
+                self._prepare_vit(supernet, name)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
         self._report_coverage(supernet)
@@ -104,7 +112,8 @@ class DMSMutator(ChannelMutator):
         analyzer = getattr(self, '_analyzer', None) or TASK_UTILS.build(parse_cfg)
         if analyzer.tracer_type == 'FxTracer':
             analyzer.tracer = RecordingFxTracer(
-                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules)
+                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules +
+                getattr(self, '_extra_leaves', ()))
         unit_configs = analyzer.analyze(model)
         self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
         units = [ChannelUnit.init_from_cfg(model, cfg) for cfg in unit_configs.values()]
@@ -125,6 +134,12 @@ class DMSMutator(ChannelMutator):
                 f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
                 'channels then stay fixed), or make it traceable (e.g. register a DMS handler '
                 'for it, as mmdms does for attention).')
+
+    def _prepare_vit(self, model: nn.Module, name: str) -> None:
+        space = ViTSearchSpace(model, name, self.unit_default_args)
+        for key, mutable in space.build().items():
+            self.structured_mutables[key.replace('.', '__')] = mutable
+            self.structured_layers[key] = space.layers[key[len(name) + 1:] if name else key]
 
     def _demo_forward(self, model: nn.Module, analyzer) -> None:
         inputs = analyzer.demo_input.get_data(model)
@@ -211,6 +226,8 @@ class DMSMutator(ChannelMutator):
         covered_names = set()
         for unit in self.mutable_units:
             covered_names.update(unit.layer_names())
+        for layers in self.structured_layers.values():
+            covered_names.update(layers)
         total = covered = 0
         unsearched = []
         for name, module in model.named_modules():
@@ -229,7 +246,8 @@ class DMSMutator(ChannelMutator):
     # the search space --------------------------------------------------------------------------
     @property
     def width_mutables(self) -> list:
-        return [unit.mutable_channel for unit in self.mutable_units]
+        return [unit.mutable_channel for unit in self.mutable_units] + \
+            list(self.structured_mutables.values())
 
     @property
     def depth_mutables(self) -> list:
@@ -254,6 +272,10 @@ class DMSMutator(ChannelMutator):
             m = unit.mutable_channel
             lines.append(f'  width {unit.name}: N={m.num_channels} step={m.step} '
                          f'width={m.activated_channels} layers={",".join(unit.layer_names())}')
+        for key, layers in self.structured_layers.items():
+            m = self.structured_mutables[key.replace('.', '__')]
+            lines.append(f'  width {key}: N={m.num_channels} step={m.step} '
+                         f'width={m.activated_channels} layers={",".join(layers)}')
         for key, mutable in self.stage_mutables.items():
             lines.append(f'  depth {key.replace("__", ".")}: blocks={len(self.stage_blocks[key])} '
                          f'kept={mutable.num_kept} min={mutable.min_elements}')

@@ -1,0 +1,96 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""DMSMutator on the real models shipped in mmpretrain (built from its own configs)."""
+import copy
+
+import pytest
+import torch
+from mmpretrain import get_model
+from mmrazor.registry import MODELS
+
+from mmdms.models.mutators.vit_space import DMSMultiheadAttention
+
+SIZE = 64  # small inputs keep the suite fast; the structure does not depend on them
+
+# name -> (width groups, depth stages, attention mutables)
+FAMILIES = {
+    'resnet50_8xb32_in1k': (37, 4, 0),
+    'efficientnet-b0_3rdparty_8xb32_in1k': (40, 5, 0),
+    'mobilenet-v2_8xb32_in1k': (25, 5, 0),
+    # 12 layers x (heads, qk dims, v dims, MLP hidden) + the embedding width
+    'deit-tiny_4xb256_in1k': (49, 1, 36),
+}
+
+
+def prepare(name):
+    model = get_model(name, pretrained=False)
+    model.eval()
+    reference = copy.deepcopy(model)
+    mutator = MODELS.build(dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=(1, 3, SIZE, SIZE), tracer_type='FxTracer')))
+    mutator.prepare_from_supernet(model)
+    return model, reference, mutator
+
+
+@pytest.fixture(scope='module', params=sorted(FAMILIES))
+def prepared(request):
+    return (request.param, *prepare(request.param))
+
+
+def test_search_space_found(prepared):
+    name, model, _, mutator = prepared
+    widths, depths, attention = FAMILIES[name]
+    assert len(mutator.width_mutables) == widths
+    assert len(mutator.depth_mutables) == depths
+    attention_mutables = [k for k in mutator.structured_mutables
+                          if k.rpartition('__')[2] in ('heads', 'qk_dims', 'v_dims')]
+    assert len(attention_mutables) == attention
+    assert mutator.weight_coverage >= 0.9
+    summary = mutator.summary()
+    assert f'{widths} width group(s), {depths} depth stage(s)' in summary
+
+
+def test_backward_reaches_every_structure_parameter(prepared):
+    _, model, _, mutator = prepared
+    # eval mode: BatchNorm running statistics stay those of the reference model
+    out = model(torch.randn(2, 3, SIZE, SIZE), mode='tensor')
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    out.pow(2).mean().backward()
+    for mutable in mutator.dms_mutables():
+        grad = mutable.dms_ratio.grad
+        assert grad is not None and torch.isfinite(grad) and grad != 0, repr(mutable)
+        mutable.dms_ratio.grad = None
+
+
+def test_hard_masks_at_one_reproduce_the_unmodified_model(prepared):
+    _, model, reference, mutator = prepared
+    state = {m: m.is_fixed for m in mutator.dms_mutables()}
+    for mutable, fixed in state.items():
+        if not fixed:
+            mutable.fix_chosen()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out, expected = model(x, mode='tensor'), reference(x, mode='tensor')
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    expected = expected[-1] if isinstance(expected, (tuple, list)) else expected
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_deit_attention_masks_match_a_smaller_attention():
+    """Hard-pruning heads and v dims equals an attention whose outputs for them are zero."""
+    model, reference, mutator = prepare('deit-tiny_4xb256_in1k')
+    attn = model.backbone.layers[0].attn
+    assert isinstance(attn, DMSMultiheadAttention)
+    heads, qk, v = attn._dms_masks
+    heads.importance.copy_(torch.arange(3, 0, -1).float())
+    heads.current_choice = 2  # drop head 2
+    for m in mutator.dms_mutables():
+        m.fix_chosen()
+    x = torch.randn(2, 5, 192)
+    ref_attn = reference.backbone.layers[0].attn
+    with torch.no_grad():
+        B, N, _ = x.shape
+        qkv = ref_attn.qkv(x).reshape(B, N, 3, 3, 64).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        out[:, 2] = 0
+        expected = ref_attn.proj(out.transpose(1, 2).reshape(B, N, 192))
+        assert torch.allclose(attn(x), expected, atol=1e-6)
