@@ -101,4 +101,6 @@ def build_importance(cfg: Union[str, dict, BaseImportance, None]) -> BaseImporta
             raise ValueError(f'Unknown importance {cfg!r}; use one of {sorted(_SHORT_NAMES)} or a '
                              'config dict of a metric registered in mmrazor TASK_UTILS')
         cfg = dict(type=_SHORT_NAMES.get(cfg, cfg))
-    return TASK_UTILS.build(cfg)
+    # Explicit scope: the caller's default scope may be another package's (e.g. a Runner's
+    # 'mmpretrain'), whose registry does not hold these metrics.
+    return TASK_UTILS.build(dict(cfg, _scope_=cfg.get('_scope_', 'mmrazor')))

@@ -7,7 +7,7 @@ from mmdms.models import DMSMutableBlocks
 
 
 def test_defaults_follow_the_paper():
-    blocks = MODELS.build(dict(type='DMSMutableBlocks', num_blocks=6))
+    blocks = MODELS.build(dict(_scope_='mmrazor', type='DMSMutableBlocks', num_blocks=6))
     assert isinstance(blocks, DMSMutableBlocks)
     assert blocks.lambda_ == 24  # 4N for depths
     assert blocks.current_choice == 6 and blocks.kept_blocks() == list(range(6))

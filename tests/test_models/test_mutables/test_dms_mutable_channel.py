@@ -15,7 +15,7 @@ def randomize_importance(mutable, seed=0):
 
 
 def test_registered_as_an_mmrazor_mutable_channel():
-    mutable = MODELS.build(dict(type='DMSMutableChannel', num_channels=16))
+    mutable = MODELS.build(dict(_scope_='mmrazor', type='DMSMutableChannel', num_channels=16))
     assert isinstance(mutable, DMSMutableChannel) and isinstance(mutable, BaseMutableChannel)
 
 

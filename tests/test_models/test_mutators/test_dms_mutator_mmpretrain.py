@@ -25,7 +25,7 @@ def prepare(name):
     model = get_model(name, pretrained=False)
     model.eval()
     reference = copy.deepcopy(model)
-    mutator = MODELS.build(dict(type='DMSMutator', parse_cfg=dict(
+    mutator = MODELS.build(dict(_scope_='mmrazor', type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=(1, 3, SIZE, SIZE), tracer_type='FxTracer')))
     mutator.prepare_from_supernet(model)
     return model, reference, mutator

@@ -11,7 +11,7 @@ from mmdms.models import DMSConv2d, DMSMutator, UntraceableModuleError
 
 
 def build_mutator(**kwargs) -> DMSMutator:
-    cfg = dict(type='DMSMutator', parse_cfg=dict(
+    cfg = dict(_scope_='mmrazor', type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=(1, 3, 16, 16), tracer_type='FxTracer'))
     cfg.update(kwargs)
     return MODELS.build(cfg)

@@ -1,0 +1,3 @@
+from .dms_importance_hook import DMSImportanceHook
+
+__all__ = ['DMSImportanceHook']

@@ -1,0 +1,3 @@
+from .dms import DMS
+
+__all__ = ['DMS']

@@ -1,0 +1,72 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""configs/dms/*.py build the whole search model from the configs shipped in mmpretrain."""
+import copy
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
+
+from mmdms.models import DMS
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SIZE = 64
+
+# config -> (width groups, depth stages, attention mutables, searchable blocks)
+CONFIGS = {
+    # ResNet-50 stages of 3, 4, 6, 3 blocks; the first of each downsamples
+    'resnet50': (37, 4, 0, 12),
+    # EfficientNet-B4: 32 blocks in 7 stages (B0's 1,2,2,3,3,4,1 x 1.8), 25 with a shortcut
+    'effnet_b0': (71, 7, 0, 25),
+    # MobileNetV2 1.5x wide, 2x deep: 34 blocks in 7 stages, 27 with a shortcut
+    'mobilenet_v2': (41, 7, 0, 27),
+    # DeiT-Small with 16 layers: embedding + 16 x (heads, qk dims, v dims, MLP hidden)
+    'deit_tiny': (65, 1, 48, 16),
+}
+
+
+def load(name):
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'dms', f'{name}.py'))
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.mutator.parse_cfg.demo_input = (1, 3, SIZE, SIZE)
+    # the Runner hands the config's top-level data_preprocessor to the model
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    return cfg, model_cfg
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_builds_the_search_model(name):
+    cfg, model_cfg = load(name)
+    assert cfg.custom_hooks == [dict(type='DMSImportanceHook')]
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner does
+        check_search_model(name, model_cfg)
+
+
+def check_search_model(name, model_cfg):
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    assert isinstance(model, DMS)
+    widths, depths, attention, blocks = CONFIGS[name]
+    mutator = model.mutator
+    assert len(mutator.width_mutables) == widths
+    assert len(mutator.depth_mutables) == depths
+    assert sum(m.num_blocks for m in mutator.depth_mutables) == blocks
+    assert sum(k.rpartition('__')[2] in ('heads', 'qk_dims', 'v_dims')
+               for k in mutator.structured_mutables) == attention
+    assert mutator.weight_coverage >= 0.9
+
+    # the masked supernet at hard masks of 1 is the unmodified architecture
+    torch.manual_seed(0)
+    reference = MODELS.build(dict(model_cfg.architecture,
+                                  data_preprocessor=model_cfg.data_preprocessor)).eval()
+    model.architecture.load_state_dict(reference.state_dict())
+    model.eval()
+    for mutable in model.dms_mutables():
+        mutable.fix_chosen()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out, expected = model(x, mode='tensor'), reference(x, mode='tensor')
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    expected = expected[-1] if isinstance(expected, (tuple, list)) else expected
+    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
