@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 from mmdms.models import DMS
+from dms_test_utils import assert_hard_ones_reproduce
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SIZE = 64
@@ -62,11 +63,4 @@ def check_search_model(name, model_cfg):
                                   data_preprocessor=model_cfg.data_preprocessor)).eval()
     model.architecture.load_state_dict(reference.state_dict())
     model.eval()
-    for mutable in model.dms_mutables():
-        mutable.fix_chosen()
-    x = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        out, expected = model(x, mode='tensor'), reference(x, mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    expected = expected[-1] if isinstance(expected, (tuple, list)) else expected
-    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert_hard_ones_reproduce(model, reference, model.dms_mutables(), (2, 3, SIZE, SIZE))

@@ -8,6 +8,7 @@ from mmpretrain import get_model
 from mmrazor.registry import MODELS
 
 from mmdms.models.mutators.vit_space import DMSMultiheadAttention
+from dms_test_utils import assert_hard_ones_reproduce, last_output
 
 SIZE = 64  # small inputs keep the suite fast; the structure does not depend on them
 
@@ -52,8 +53,7 @@ def test_search_space_found(prepared):
 def test_backward_reaches_every_structure_parameter(prepared):
     _, model, _, mutator = prepared
     # eval mode: BatchNorm running statistics stay those of the reference model
-    out = model(torch.randn(2, 3, SIZE, SIZE), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
+    out = last_output(model(torch.randn(2, 3, SIZE, SIZE), mode='tensor'))
     out.pow(2).mean().backward()
     for mutable in mutator.dms_mutables():
         grad = mutable.dms_ratio.grad
@@ -63,16 +63,7 @@ def test_backward_reaches_every_structure_parameter(prepared):
 
 def test_hard_masks_at_one_reproduce_the_unmodified_model(prepared):
     _, model, reference, mutator = prepared
-    state = {m: m.is_fixed for m in mutator.dms_mutables()}
-    for mutable, fixed in state.items():
-        if not fixed:
-            mutable.fix_chosen()
-    x = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        out, expected = model(x, mode='tensor'), reference(x, mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    expected = expected[-1] if isinstance(expected, (tuple, list)) else expected
-    assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert_hard_ones_reproduce(model, reference, mutator.dms_mutables(), (2, 3, SIZE, SIZE))
 
 
 def test_deit_attention_masks_match_a_smaller_attention():

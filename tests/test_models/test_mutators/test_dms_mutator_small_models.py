@@ -8,6 +8,7 @@ import torch.nn as nn
 from mmrazor.registry import MODELS
 
 from mmdms.models import DMSConv2d, DMSMutator, UntraceableModuleError
+from dms_test_utils import assert_hard_ones_reproduce
 
 
 def build_mutator(**kwargs) -> DMSMutator:
@@ -100,11 +101,7 @@ def widths(mutator):
 
 
 def assert_exact_at_hard_ones(model, reference, mutator, shape=(2, 3, 16, 16)):
-    for m in mutator.dms_mutables():
-        m.fix_chosen()
-    x = torch.randn(shape)
-    with torch.no_grad():
-        assert torch.allclose(model(x), reference(x), rtol=1e-5, atol=1e-6)
+    assert_hard_ones_reproduce(model, reference, mutator.dms_mutables(), shape)
 
 
 def test_concat_consumer_gets_both_groups():
