@@ -40,7 +40,7 @@ class DMSMaskContainer(MutableChannelContainer):
         mutables = list(self.mutable_channels.values())
         if not any(hasattr(m, 'soft_mask') for m in mutables):
             return None
-        if len(mutables) == 1 and len(self.mutable_channels) == 1:
+        if len(mutables) == 1:
             (start, end), = self.mutable_channels.keys()
             if start == 0 and end == self.num_channels:
                 return mutables[0].soft_mask
@@ -50,7 +50,6 @@ class DMSMaskContainer(MutableChannelContainer):
         device = next((p.device for p in parts), None)
         return torch.cat([p.to(device) for p in parts])
 
-
     def _fill_unregistered_range(self) -> None:
         """Register all-ones channels over every gap, in channel order.
 
@@ -58,14 +57,17 @@ class DMSMaskContainer(MutableChannelContainer):
         two registered ranges, a negative width ("Trying to create tensor with negative
         dimension"); this one uses ``start - last_end``.
         """
-        last_end = 0
+        gaps, last_end = [], 0
         for start, end in sorted(self.mutable_channels):
             if last_end < start:
-                self.register_mutable(SimpleMutableChannel(start - last_end), last_end, start)
+                gaps.append((last_end, start))
             last_end = max(last_end, end)
         if last_end < self.num_channels:
-            self.register_mutable(SimpleMutableChannel(self.num_channels - last_end), last_end,
-                                  self.num_channels)
+            gaps.append((last_end, self.num_channels))
+        if not gaps and list(self.mutable_channels) == sorted(self.mutable_channels):
+            return  # the usual case on every forward after the first: nothing to do
+        for start, end in gaps:
+            self.register_mutable(SimpleMutableChannel(end - start), start, end)
         ordered = sorted(self.mutable_channels.items())
         self.mutable_channels.clear()
         for (start, end), mutable in ordered:
