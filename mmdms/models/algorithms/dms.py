@@ -2,10 +2,18 @@
 """The DMS search model: a supernet (any mmpretrain / mmyolo model) and its DMSMutator."""
 from typing import Dict, List, Optional, Union
 
+import torch
 from mmengine.model import BaseModel
 from mmrazor.models.algorithms import BaseAlgorithm
-from mmrazor.registry import MODELS
-from torch import nn
+from mmrazor.registry import MODELS, TASK_UTILS
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmdms.models.mutators.masked_layout import build_masked_layout
+from mmdms.models.task_modules import RESOURCE_TYPES
+
+#: Scale of the logged ``r_c`` / ``r_t``: MACs and params in millions, latency in ms.
+RESOURCE_LOG_SCALE = dict(macs=1e-6, params=1e-6, latency=1.0)
 
 
 @MODELS.register_module()
@@ -15,12 +23,21 @@ class DMS(BaseAlgorithm):
     Builds the architecture (e.g. ``_base_.model`` of an mmpretrain config), then lets the
     :class:`~mmdms.models.DMSMutator` find its widths and depths and make its layers read their
     inputs through the soft masks. ``tensor`` and ``predict`` modes run the masked supernet;
-    ``loss`` returns the architecture's task losses. The importance update runs once per
-    iteration in :class:`~mmdms.engine.DMSImportanceHook`.
+    ``loss`` returns the architecture's task losses plus, once a target is set (by
+    :class:`~mmdms.engine.ResourceLossHook`), ``loss_resource = lambda * log(r_c / r_t)`` when
+    ``r_c > r_t`` (paper Eq. 5-7), with ``r_c`` from :class:`DMSResourceEstimator`. The
+    importance update runs once per iteration in :class:`~mmdms.engine.DMSImportanceHook`.
+
+    Pipelines (paper Table 1): DMS_np is the default (random init); DMS_p loads a pretrained
+    supernet (``load_from``); DMS_p- also sets ``freeze_weights=True``: only the structure
+    parameters learn, weights and BatchNorm statistics stay as loaded.
 
     Args:
         architecture (dict | BaseModel): the supernet.
         mutator (dict | nn.Module): the DMSMutator config.
+        resource_estimator (dict): :class:`DMSResourceEstimator` config; its ``input_shape``
+            defaults to the mutator's ``demo_input``.
+        freeze_weights (bool): DMS_p-: train the structure parameters only.
         data_preprocessor (dict, optional): defaults to the architecture's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -28,6 +45,8 @@ class DMS(BaseAlgorithm):
     def __init__(self,
                  architecture: Union[BaseModel, Dict],
                  mutator: Union[Dict, nn.Module] = dict(type='DMSMutator'),
+                 resource_estimator: Dict = dict(type='DMSResourceEstimator'),
+                 freeze_weights: bool = False,
                  data_preprocessor: Optional[Dict] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         if isinstance(architecture, dict) and isinstance(data_preprocessor, dict) \
@@ -41,6 +60,69 @@ class DMS(BaseAlgorithm):
             mutator = MODELS.build(dict(mutator, _scope_=mutator.get('_scope_', 'mmrazor')))
         self.mutator = mutator
         self.mutator.prepare_from_supernet(self.architecture)
+        self.layout = build_masked_layout(self.architecture, self.mutator)
+        estimator_cfg = dict(resource_estimator)
+        estimator_cfg.setdefault('_scope_', 'mmrazor')
+        demo_input = getattr(self.mutator, 'parse_cfg', {}).get('demo_input')
+        if 'input_shape' not in estimator_cfg and isinstance(demo_input, (tuple, list)):
+            estimator_cfg['input_shape'] = tuple(demo_input)
+        self.estimator = TASK_UTILS.build(estimator_cfg)
+        self.estimator.prepare(self.architecture, self.layout)
+        #: Set by ResourceLossHook: what is constrained, the current target, the loss weight.
+        self.resource_type = 'macs'
+        self.resource_target: Optional[float] = None
+        self.lambda_resource = 1.0
+        self.freeze_weights = freeze_weights
+        if freeze_weights:
+            for name, param in self.named_parameters():
+                if not name.endswith('dms_ratio'):
+                    param.requires_grad_(False)
+            self.train(self.training)
+
+    def train(self, mode: bool = True) -> 'DMS':
+        super().train(mode)
+        if getattr(self, 'freeze_weights', False):
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()  # DMS_p-: keep the loaded statistics
+        return self
+
+    def structure_parameters(self) -> List[nn.Parameter]:
+        """The learnable ratios of the search space (the architecture parameters)."""
+        return [m.dms_ratio for m in self.dms_mutables() if m.dms_ratio.requires_grad]
+
+    def supernet_resource(self, resource: str = 'macs') -> float:
+        """The exact cost of the whole supernet (every mask at 1)."""
+        return float(self.estimator.estimate(resource, full=True))
+
+    def set_resource_constraint(self, resource: str, target: Optional[float],
+                                lambda_resource: float = 1.0) -> None:
+        """Constrain ``resource`` to ``target`` (``None`` lifts the constraint)."""
+        if resource not in RESOURCE_TYPES:
+            raise ValueError(f"Unknown resource type '{resource}': use one of {RESOURCE_TYPES}")
+        if target is not None and not target > 0:
+            raise ValueError(f'The resource target must be positive, got {target}')
+        self.resource_type = resource
+        self.resource_target = target
+        self.lambda_resource = lambda_resource
+
+    def resource_loss(self) -> Dict[str, Tensor]:
+        """``loss_resource`` (Eq. 7) and the logged ``r_c`` / ``r_t``."""
+        r_c = self.estimator.estimate(self.resource_type)
+        r_t = self.resource_target
+        if r_c.item() > r_t:
+            loss = self.lambda_resource * torch.log(r_c / r_t)
+        else:
+            loss = r_c * 0.0  # keeps the graph (and data-parallel gradients) connected
+        scale = RESOURCE_LOG_SCALE[self.resource_type]
+        return dict(loss_resource=loss, r_c=r_c.detach() * scale,
+                    r_t=torch.tensor(r_t * scale))
+
+    def loss(self, inputs: Tensor, data_samples=None) -> Dict[str, Tensor]:
+        losses = self.architecture(inputs, data_samples, mode='loss')
+        if self.resource_target is not None:
+            losses.update(self.resource_loss())
+        return losses
 
     def dms_mutables(self) -> List[nn.Module]:
         """Every DMS mutable of the search space."""

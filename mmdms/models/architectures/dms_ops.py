@@ -37,16 +37,23 @@ class DMSMaskContainer(MutableChannelContainer):
 
     @property
     def soft_mask(self) -> Optional[Tensor]:
+        return self.mask(hard=False)
+
+    def mask(self, hard: bool = False) -> Optional[Tensor]:
+        """The soft (or, with ``hard``, the 0/1) mask over the layer's channels.
+
+        ``None`` when no DMS mutable is registered (the layer keeps all its channels).
+        """
         mutables = list(self.mutable_channels.values())
         if not any(hasattr(m, 'soft_mask') for m in mutables):
             return None
         if len(mutables) == 1:
             (start, end), = self.mutable_channels.keys()
             if start == 0 and end == self.num_channels:
-                return mutables[0].soft_mask
+                return mutables[0].hard_mask if hard else mutables[0].soft_mask
         self._fill_unregistered_range()
-        parts = [m.soft_mask if hasattr(m, 'soft_mask') else m.current_mask.float()
-                 for m in self.mutable_channels.values()]
+        parts = [(m.hard_mask if hard else m.soft_mask) if hasattr(m, 'soft_mask')
+                 else m.current_mask.float() for m in self.mutable_channels.values()]
         device = next((p.device for p in parts), None)
         return torch.cat([p.to(device) for p in parts])
 

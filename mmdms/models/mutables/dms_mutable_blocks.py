@@ -2,6 +2,7 @@
 """The depth of one stage of residual blocks, searched by DMS's differentiable top-k."""
 from typing import List, Optional, Union
 
+import torch
 from mmrazor.models.mutables.base_mutable import BaseMutable
 from mmrazor.registry import MODELS
 from mmrazor.utils.typing import DumpChosen
@@ -45,10 +46,45 @@ class DMSMutableBlocks(BaseMutable, DMSTopkMixin):
                              'set allow_empty=True if that is intended')
         self.num_blocks = num_blocks
         self._init_topk(num_blocks, lambda_, lambda_scale, min_blocks, importance, normalize)
+        # The hard mask frozen for the width-only epochs (paper App. A.1.2); -1 while searching.
+        # A buffer, so a checkpoint taken in the width-only phase resumes in it.
+        self.register_buffer('frozen_mask', torch.full((num_blocks,), -1.0))
+        self._frozen = False
 
+    # width-only phase ---------------------------------------------------------------------------
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """Freeze the depth at the current hard mask (the ratio and importance stop mattering)."""
+        if not self._frozen:
+            self.frozen_mask.copy_(super().element_hard_mask())
+            self._frozen = True
+
+    def unfreeze(self) -> None:
+        self.frozen_mask.fill_(-1.0)
+        self._frozen = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._frozen = bool(self.frozen_mask[0] >= 0)
+
+    def element_hard_mask(self) -> Tensor:
+        if self._frozen:
+            return self.frozen_mask.clone()
+        return super().element_hard_mask()
+
+    # masks --------------------------------------------------------------------------------------
     @property
     def block_masks(self) -> Tensor:
-        """Soft masks of the blocks, shape (num_blocks,), differentiable in ``dms_ratio``."""
+        """Soft masks of the blocks, shape (num_blocks,), differentiable in ``dms_ratio``.
+
+        Frozen: the frozen hard mask, still connected to ``dms_ratio`` with a zero gradient so
+        that data-parallel training sees every parameter used.
+        """
+        if self._frozen:
+            return self.frozen_mask + 0.0 * self.dms_ratio
         if self.is_fixed:
             return self.element_hard_mask()
         return self.element_soft_mask()

@@ -166,3 +166,53 @@ class ViTSearchSpace:
 def find_vision_transformers(model: nn.Module) -> List[str]:
     """Names of the mmpretrain VisionTransformer backbones inside ``model``."""
     return [n for n, m in model.named_modules() if isinstance(m, VisionTransformer)]
+
+
+def _outer(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
+    """``a_i b_j`` flattened ``(i, j)``: the mask of a ``(heads, head_dims)`` feature axis."""
+    ma, mb = (a.hard_mask, b.hard_mask) if hard else (a.soft_mask, b.soft_mask)
+    return (ma[:, None] * mb[None, :]).flatten()
+
+
+def add_vit_masks(model: nn.Module, mutator, layout) -> None:
+    """Add the ViT widths of ``mutator`` to ``layout`` (a :class:`MaskedLayout`).
+
+    The embedding mask is on every residual-stream output (patch embedding, attention
+    projections, second FFN linears) and on the last axis of the class / distillation token and
+    the position embedding; ``qkv``'s output is ``(3, heads, head_dims)``, ``proj``'s input
+    ``(heads, head_dims)``.
+    """
+    from .masked_layout import AttentionMasks, LayerMasks, mutable_mask
+
+    def mutable(key: str) -> DMSMutableChannel:
+        return mutator.structured_mutables[key.replace('.', '__')]
+
+    def set_mask(name: str, in_mask=None, out_mask=None) -> None:
+        masks = layout.layers.setdefault(name, LayerMasks())
+        if in_mask is not None:
+            masks.in_mask = in_mask
+        if out_mask is not None:
+            masks.out_mask = out_mask
+
+    for name in find_vision_transformers(model):
+        prefix = f'{name}.' if name else ''
+        if f'{prefix}embed'.replace('.', '__') not in mutator.structured_mutables:
+            continue
+        backbone = model.get_submodule(name)
+        embed = mutable_mask(mutable(f'{prefix}embed'))
+        set_mask(f'{prefix}patch_embed.projection', out_mask=embed)
+        for param_name, param in backbone.named_parameters(recurse=False):
+            if param.shape[-1] == backbone.embed_dims:
+                layout.params[f'{prefix}{param_name}'] = embed
+        for i, layer in enumerate(backbone.layers):
+            base = f'{prefix}layers.{i}'
+            heads, qk, v = (mutable(f'{base}.attn.{k}') for k in ('heads', 'qk_dims', 'v_dims'))
+            layout.attentions[f'{base}.attn'] = AttentionMasks(heads, qk, v)
+            set_mask(f'{base}.attn.qkv', out_mask=lambda hard, h=heads, q=qk, v=v: torch.cat(
+                [_outer(h, q, hard), _outer(h, q, hard), _outer(h, v, hard)]))
+            set_mask(f'{base}.attn.proj', in_mask=lambda hard, h=heads, v=v: _outer(h, v, hard),
+                     out_mask=embed)
+            fc1, fc2 = (f'{base}.ffn.{n}' for n, m in layer.ffn.named_modules()
+                        if isinstance(m, nn.Linear))
+            set_mask(fc1, out_mask=mutable_mask(mutable(f'{base}.ffn.hidden')))
+            set_mask(fc2, out_mask=embed)

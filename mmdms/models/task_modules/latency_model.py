@@ -1,0 +1,76 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Per-layer latency model for the latency constraint (paper App. A.1.2, Eq. 9).
+
+Each conv / linear layer is timed on the current device at a grid of input and output keep
+fractions, as the pruned static layer on an input of its recorded shape; a smooth
+``F(x_in, x_out)`` (a quadratic surface, as the paper uses) is fitted by least squares to
+``latency / latency_max``, so that ``r_c = sum latency_max * F(x_in, x_out)``.
+"""
+import statistics
+import time
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def _pruned_layer(module: nn.Module, call, c_in: int, c_out: int) -> nn.Module:
+    if call.kind == 'linear':
+        return nn.Linear(c_in, c_out, bias=call.bias)
+    groups = c_in if call.depthwise else call.groups
+    if call.depthwise:
+        c_out = c_in
+    return nn.Conv2d(c_in, c_out, module.kernel_size, module.stride, module.padding,
+                     module.dilation, groups, bias=call.bias)
+
+
+def _time_ms(layer: nn.Module, x: Tensor, repeats: int, warmup: int) -> float:
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    with torch.no_grad():
+        for _ in range(warmup):
+            layer(x)
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            layer(x)
+            sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def fit_layer(module: nn.Module, call, fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+              repeats: int = 10, warmup: int = 2) -> Tuple[float, Tensor]:
+    """Time ``module`` (as described by its recorded ``call``) over ``fractions`` x
+    ``fractions`` of its input / output widths and fit ``F``.
+
+    Returns:
+        ``(latency_max_ms, coefficients)`` of ``F = c . [1, x, y, xy, x^2, y^2]``.
+    """
+    from .resource_estimator import _latency_basis
+    device = next(module.parameters()).device
+    groups = call.groups if not call.depthwise else 1
+    points, times = [], []
+    for x in fractions:
+        for y in (fractions if not call.depthwise else [x]):
+            c_in = max(groups, round(call.in_channels * x) // groups * groups)
+            c_out = max(groups, round(call.out_channels * y) // groups * groups)
+            layer = _pruned_layer(module, call, c_in, c_out).to(device).eval()
+            inputs = torch.randn((1, c_in) + tuple(call.in_shape[1:]) if call.kind == 'conv'
+                                 else tuple(call.in_shape[:-1]) + (c_in,), device=device)
+            if call.kind == 'linear':
+                inputs = inputs.unsqueeze(0)
+            points.append((c_in / call.in_channels, c_out / call.out_channels))
+            times.append(_time_ms(layer, inputs, repeats, warmup))
+    latency_max = max(times[-1], 1e-6)
+    basis = torch.stack([_latency_basis(x, y) for x, y in points])
+    target = torch.tensor(times).unsqueeze(1) / latency_max
+    if call.depthwise:  # x == y: the surface has 3 degrees of freedom along the diagonal
+        basis = basis[:, [0, 1, 4]]
+        coeffs = torch.linalg.lstsq(basis, target).solution.squeeze(1)
+        coeffs = torch.stack([coeffs[0], coeffs[1], torch.tensor(0.), torch.tensor(0.),
+                              coeffs[2], torch.tensor(0.)])
+    else:
+        coeffs = torch.linalg.lstsq(basis, target).solution.squeeze(1)
+    return latency_max, coeffs
