@@ -38,6 +38,10 @@ class DMS(BaseAlgorithm):
         resource_estimator (dict): :class:`DMSResourceEstimator` config; its ``input_shape``
             defaults to the mutator's ``demo_input``.
         freeze_weights (bool): DMS_p-: train the structure parameters only.
+        resource_value (str): ``'soft'`` (paper): ``r_c`` is the soft-mask count. ``'hard'``:
+            ``r_c`` takes the value of the hard-mask count (the cost of the structure that will be
+            exported) with the soft count's gradient (straight-through), so the search stops
+            exactly when the exported model meets the target.
         data_preprocessor (dict, optional): defaults to the architecture's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -47,6 +51,7 @@ class DMS(BaseAlgorithm):
                  mutator: Union[Dict, nn.Module] = dict(type='DMSMutator'),
                  resource_estimator: Dict = dict(type='DMSResourceEstimator'),
                  freeze_weights: bool = False,
+                 resource_value: str = 'soft',
                  data_preprocessor: Optional[Dict] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         if isinstance(architecture, dict) and isinstance(data_preprocessor, dict) \
@@ -72,6 +77,12 @@ class DMS(BaseAlgorithm):
         self.resource_type = 'macs'
         self.resource_target: Optional[float] = None
         self.lambda_resource = 1.0
+        #: Set by ResourceLossHook in the width-only phase with ``match_target``: penalise
+        #: ``|log(r_c / r_t)|`` so the widths also grow back to a target the depth freeze undershot.
+        self.resource_two_sided = False
+        if resource_value not in ('soft', 'hard'):
+            raise ValueError(f"resource_value must be 'soft' or 'hard', got '{resource_value}'")
+        self.resource_value = resource_value
         self.freeze_weights = freeze_weights
         if freeze_weights:
             for name, param in self.named_parameters():
@@ -109,8 +120,12 @@ class DMS(BaseAlgorithm):
     def resource_loss(self) -> Dict[str, Tensor]:
         """``loss_resource`` (Eq. 7) and the logged ``r_c`` / ``r_t``."""
         r_c = self.estimator.estimate(self.resource_type)
+        if self.resource_value == 'hard':
+            r_c = self.estimator.estimate(self.resource_type, hard=True) + (r_c - r_c.detach())
         r_t = self.resource_target
-        if r_c.item() > r_t:
+        if self.resource_two_sided:
+            loss = self.lambda_resource * torch.log(r_c / r_t).abs()
+        elif r_c.item() > r_t:
             loss = self.lambda_resource * torch.log(r_c / r_t)
         else:
             loss = r_c * 0.0  # keeps the graph (and data-parallel gradients) connected

@@ -1,0 +1,177 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""The resource target schedule of a DMS search (paper App. A.1.2, Eq. 10)."""
+import re
+from typing import Optional, Sequence, Union
+
+from mmengine.dist import broadcast_object_list, is_main_process
+from mmengine.hooks import EMAHook, Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from mmdms.models.task_modules import RESOURCE_TYPES
+
+_UNITS = {'': 1.0, 'K': 1e3, 'M': 1e6, 'G': 1e9, 'T': 1e12}
+
+
+def parse_resource(value: Union[str, float], resource: str) -> float:
+    """``'0.39G'`` -> 3.9e8 MACs, ``'5.3M'`` -> 5.3e6 params, ``'3ms'`` -> 3.0 ms."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r'\s*([0-9.eE+-]+)\s*([KMGT]?)(ms)?\s*', str(value))
+    if match is None:
+        raise ValueError(f"Cannot read the resource target '{value}': write e.g. '0.39G' "
+                         "(MACs), '5.3M' (params) or '3ms' (latency)")
+    number, unit, ms = match.groups()
+    if (resource == 'latency') != bool(ms) or (ms and unit):
+        raise ValueError(f"Target '{value}' does not fit resource '{resource}': latency "
+                         "targets are in ms ('3ms'), MACs / params ones in K/M/G ('0.39G')")
+    return float(number) * _UNITS[unit]
+
+
+@HOOKS.register_module()
+class ResourceLossHook(Hook):
+    """Sets the DMS model's resource target ``r_t`` and logs the search.
+
+    ``r_t = (r_final / r_supernet) ** (e / e_max) * r_supernet`` (Eq. 10), with ``e`` counting
+    from 1 at the first epoch (iteration for an iteration-based loop) so that ``r_t`` reaches
+    ``r_final`` at the end of the decay; ``e_max`` is the length of the training minus the
+    width-only phase. In the width-only phase (the last ``width_only_epochs`` / ``_iters``) the
+    depth masks are frozen hard and ``r_t = r_final``.
+
+    It validates the target before training starts, fits the per-layer latency model for a
+    latency target, logs the depth of every stage (``r_c``, ``r_t`` and ``loss_resource`` come
+    with the losses; MACs / params in millions, latency in ms), and keeps a weight EMA (mmengine
+    ``EMAHook``) from averaging the structure parameters.
+
+    Args:
+        resource (str): ``'macs'``, ``'params'`` or ``'latency'``.
+        target (str | float, optional): absolute final target, e.g. ``'0.39G'``, ``'5.3M'``,
+            ``'3ms'`` or a number in the resource's unit.
+        target_ratio (float, optional): final target as a fraction of the supernet's cost.
+            Exactly one of ``target`` and ``target_ratio``.
+        lambda_resource (float): weight of ``loss_resource``. Defaults to 1 (paper).
+        width_only_epochs (int): epochs at the end searching width only (epoch-based loops).
+        width_only_iters (int): the same for iteration-based loops.
+        latency_fit (dict, optional): arguments of the latency fit (``fractions``,
+            ``repeats``).
+        match_target (bool): in the width-only phase, make the loss two-sided,
+            ``lambda |log(r_c / r_t)|``, so that widths also grow when freezing the depth left
+            the model under the target (an mmdms extension; the paper's loss is one-sided, the
+            default).
+    """
+
+    priority = 'LOW'  # after EMAHook (NORMAL) in after_train_iter
+
+    def __init__(self,
+                 resource: str = 'macs',
+                 target: Union[str, float, None] = None,
+                 target_ratio: Optional[float] = None,
+                 lambda_resource: float = 1.0,
+                 width_only_epochs: int = 0,
+                 width_only_iters: int = 0,
+                 latency_fit: Optional[dict] = None,
+                 match_target: bool = False) -> None:
+        if resource not in RESOURCE_TYPES:
+            raise ValueError(f"ResourceLossHook: unknown resource '{resource}'; supported: "
+                             f'{", ".join(RESOURCE_TYPES)}')
+        if (target is None) == (target_ratio is None):
+            raise ValueError('ResourceLossHook needs exactly one of target (absolute, e.g. '
+                             "'0.39G') and target_ratio (a fraction of the supernet's cost)")
+        self.resource = resource
+        self.final_target = None if target is None else parse_resource(target, resource)
+        self.target_ratio = target_ratio
+        if (self.final_target is not None and self.final_target <= 0) or \
+                (target_ratio is not None and target_ratio <= 0):
+            raise ValueError(f'The resource target must be positive, got '
+                             f'{target if target is not None else target_ratio}')
+        if lambda_resource <= 0:
+            raise ValueError(f'lambda_resource must be positive, got {lambda_resource}')
+        self.lambda_resource = lambda_resource
+        self.width_only_epochs = width_only_epochs
+        self.width_only_iters = width_only_iters
+        self.latency_fit = dict(latency_fit or {})
+        self.match_target = match_target
+        self.supernet_cost: Optional[float] = None
+
+    # set-up ------------------------------------------------------------------------------------
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def before_train(self, runner) -> None:
+        model = self._model(runner)
+        if not hasattr(model, 'set_resource_constraint'):
+            raise TypeError(f'ResourceLossHook needs a DMS search model, got '
+                            f'{type(model).__name__}')
+        if self.resource == 'latency' and model.estimator.latency_model is None:
+            self._fit_latency(model)
+        self.supernet_cost = model.supernet_resource(self.resource)
+        final = self.final_target if self.final_target is not None \
+            else self.target_ratio * self.supernet_cost
+        if final >= self.supernet_cost:
+            raise ValueError(
+                f'The {self.resource} target {final:.6g} is not below the supernet\'s '
+                f'{self.supernet_cost:.6g}: there is nothing to search. Lower the target '
+                '(or use target_ratio < 1), or enlarge the supernet.')
+        self.final = final
+        loop = runner.train_loop
+        self.by_epoch = hasattr(loop, 'max_epochs')
+        total = loop.max_epochs if self.by_epoch else loop.max_iters
+        width_only = self.width_only_epochs if self.by_epoch else self.width_only_iters
+        self.decay_steps = total - width_only
+        if self.decay_steps < 1:
+            unit = 'epochs' if self.by_epoch else 'iterations'
+            raise ValueError(f'ResourceLossHook: {width_only} width-only {unit} leave no '
+                             f'{unit} of the {total} to decay the target over')
+        model.set_resource_constraint(self.resource, self.target_at(0), self.lambda_resource)
+
+    def _fit_latency(self, model) -> None:
+        fitted = [None]
+        if is_main_process():
+            model.estimator.fit_latency(model.architecture, **self.latency_fit)
+            fitted = [model.estimator.latency_model]
+        broadcast_object_list(fitted)
+        model.estimator.latency_model = fitted[0]
+
+    # schedule ----------------------------------------------------------------------------------
+    def target_at(self, step: int) -> float:
+        """``r_t`` during epoch / iteration ``step`` (0-based), Eq. 10."""
+        progress = min((step + 1) / self.decay_steps, 1.0)
+        return (self.final / self.supernet_cost) ** progress * self.supernet_cost
+
+    def _enter(self, runner, step: int) -> None:
+        model = self._model(runner)
+        model.set_resource_constraint(self.resource, self.target_at(step),
+                                      self.lambda_resource)
+        width_only = step >= self.decay_steps
+        model.resource_two_sided = width_only and self.match_target
+        if width_only:
+            for mutable in model.mutator.depth_mutables:
+                mutable.freeze()
+
+    def before_train_epoch(self, runner) -> None:
+        if self.by_epoch:
+            self._enter(runner, runner.epoch)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if not self.by_epoch:
+            self._enter(runner, runner.iter)
+
+    # logging and EMA ---------------------------------------------------------------------------
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[Sequence] = None,
+                         outputs: Optional[dict] = None) -> None:
+        model = self._model(runner)
+        hub = runner.message_hub
+        for key, mutable in model.mutator.stage_mutables.items():
+            hub.update_scalar(f'train/depth/{key.replace("__", ".")}', mutable.num_kept)
+        self._sync_ema(runner, model)
+
+    @staticmethod
+    def _sync_ema(runner, model) -> None:
+        """An EMA of the weights must not average the structure: copy the live ratios."""
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
+                ema_params = dict(hook.ema_model.module.named_parameters())
+                for name, param in model.named_parameters():
+                    if name.endswith('dms_ratio') and name in ema_params:
+                        ema_params[name].data.copy_(param.data)
