@@ -6,18 +6,22 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmpretrain.structures import DataSample
 from mmengine.registry import MODELS, DefaultScope
 
 from mmdms.models import DMS
+from mmdms.models.utils import sync_importance
 from dms_test_utils import assert_hard_ones_reproduce
 
+RESNET152_WIDTHS = 1 + 4 + 2 * (3 + 8 + 36 + 3)  # stem; a residual group per stage; 2 per block
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SIZE = 64
 
 # config -> (width groups, depth stages, attention mutables, searchable blocks)
 CONFIGS = {
-    # ResNet-50 stages of 3, 4, 6, 3 blocks; the first of each downsamples
-    'resnet50': (37, 4, 0, 12),
+    # ResNet-152 supernet: stages of 3, 8, 36, 3 blocks; the first of each downsamples
+    'resnet50': (RESNET152_WIDTHS, 4, 0, 46),
     # EfficientNet-B4: 32 blocks in 7 stages (B0's 1,2,2,3,3,4,1 x 1.8), 25 with a shortcut
     'effnet_b0': (71, 7, 0, 25),
     # MobileNetV2 1.5x wide, 2x deep: 34 blocks in 7 stages, 27 with a shortcut
@@ -39,7 +43,7 @@ def load(name):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_config_builds_the_search_model(name):
     cfg, model_cfg = load(name)
-    assert cfg.custom_hooks == [dict(type='DMSImportanceHook')]
+    assert [h['type'] for h in cfg.custom_hooks] == ['DMSImportanceHook', 'ResourceLossHook']
     with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner does
         check_search_model(name, model_cfg)
 
@@ -64,3 +68,42 @@ def check_search_model(name, model_cfg):
     model.architecture.load_state_dict(reference.state_dict())
     model.eval()
     assert_hard_ones_reproduce(model, reference, model.dms_mutables(), (2, 3, SIZE, SIZE))
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_searches_under_its_resource_loss(name):
+    """A few search steps with the config's optimiser: r_c falls while loss_resource > 0."""
+    cfg, model_cfg = load(name)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        torch.manual_seed(0)
+        model = MODELS.build(model_cfg)
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    ratios = {id(m.dms_ratio) for m in model.dms_mutables()}
+    structure_groups = [g for g in optim_wrapper.optimizer.param_groups
+                        if any(id(p) in ratios for p in g['params'])]
+    # mmengine's paramwise_cfg makes one group per parameter: every ratio's group holds ratios
+    # only, at lr_structure, without weight decay
+    assert sum(len(g['params']) for g in structure_groups) == len(ratios)
+    for group in structure_groups:
+        assert all(id(p) in ratios for p in group['params'])
+        assert group['lr'] == pytest.approx(cfg.lr_structure)
+        assert group['weight_decay'] == 0
+    hook = next(h for h in cfg.custom_hooks if h['type'] == 'ResourceLossHook')
+    assert hook['lambda_resource'] == 1.0 and hook['width_only_epochs'] >= 1
+
+    model.set_resource_constraint('macs', 0.5 * model.supernet_resource('macs'))
+    model.train()
+    data = dict(inputs=[torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8)] * 2,
+                data_samples=[DataSample().set_gt_label(i) for i in range(2)])
+    costs = [model.estimator.estimate('macs').item()]
+    positive = 0
+    for _ in range(3):
+        log = model.train_step(data, optim_wrapper)
+        sync_importance(model.dms_mutables())  # what DMSImportanceHook does after each step
+        # Eq. 7: positive exactly while the (hard-valued) r_c is above the target
+        assert (log['loss_resource'].item() > 0) == (log['r_c'] > log['r_t']).item(), log
+        positive += log['loss_resource'].item() > 0
+        costs.append(model.estimator.estimate('macs').item())
+    # the task loss may widen some ratios in one step; over the steps the cost falls
+    assert costs[-1] < costs[0], costs
+    assert positive >= 1
