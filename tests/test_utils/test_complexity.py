@@ -1,6 +1,5 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """count_macs: FlopAnalyzer's count plus scaled dot-product attention, per sample."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
