@@ -1,15 +1,16 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The static subnet of a random structure of each family's search config (configs/dms/*.py):
-built from (architecture config, subnet.json) alone, it computes what the hard-masked search
-model does, and mmengine's FlopAnalyzer counts the MACs subnet.json states."""
+built by the family's retrain config from subnet.json alone (no search model, no tracing), it
+computes what the hard-masked search model does, and mmengine's FlopAnalyzer counts the MACs
+subnet.json states."""
 import os.path as osp
 
 import pytest
-from mmengine.registry import DefaultScope
+from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
 
 from dms_test_utils import randomize_structure
-from mmdms.apis import (architecture_cfg, build_search_model, hard_mask_difference, load_config,
-                        static_subnet)
+from mmdms.apis import build_search_model, hard_mask_difference, load_config, static_subnet
 from mmdms.models import DMSSubnet
 from mmdms.structures import dump_subnet, subnet_from_algorithm
 from mmdms.utils import count_macs, count_params
@@ -29,9 +30,13 @@ def test_static_subnet_of_a_random_structure(name, tmp_path):
     path = str(tmp_path / 'subnet.json')
     dump_subnet(subnet, path)
 
-    # a pure function of the architecture config and subnet.json: no search model, no tracing
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = DMSSubnet(architecture_cfg(cfg), path)
+    # the retrain config builds the model, as the Runner would, from subnet.json
+    retrain = Config.fromfile(osp.join(REPO, 'configs', 'dms', f'{name}_retrain.py'))
+    retrain.model.subnet = path
+    retrain.model.setdefault('data_preprocessor', retrain.data_preprocessor)
+    with DefaultScope.overwrite_default_scope(retrain.default_scope):
+        model = MODELS.build(retrain.model)
+    assert isinstance(model, DMSSubnet)
     model.load_state_dict(static_subnet(search, cfg, subnet).state_dict())  # strict
 
     diff = hard_mask_difference(search, model, (2, 3, SIZE, SIZE))
