@@ -12,7 +12,7 @@ counts from, so the exported structure and its counted cost cannot disagree. The
 * ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks``;
   ``removed_blocks``: the blocks that become identities;
 * ``attentions``: per searched attention the kept heads, qk dims and v dims;
-* ``layers``: per masked conv / linear / norm layer its type, channel counts and kept input and
+* ``layers``: per masked conv / linear / norm layer (in model order) its type, channel counts and kept input and
   output channel indices (``null``: all kept); ``free_params``: parameters owned by no layer
   (ViT class token, position embedding) with the kept indices of their last axis.
 
@@ -105,8 +105,9 @@ def subnet_from_algorithm(algorithm) -> Dict:
                              v_dims=_choice(att.v_dims))
                   for name, att in layout.attentions.items()}
 
+    order = {name: i for i, name in enumerate(modules)}
     layers = {}
-    for name, masks in layout.layers.items():
+    for name, masks in sorted(layout.layers.items(), key=lambda item: order[item[0]]):
         module = modules[name]
         c_in, c_out = layer_channels(module)
         layers[name] = dict(type=layer_type(module), in_channels=c_in, out_channels=c_out,
