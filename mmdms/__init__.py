@@ -8,7 +8,7 @@ from . import compat
 
 compat.apply_all()
 
-from . import datasets, engine, models, utils  # noqa: E402,F401  (registrations)
+from . import datasets, engine, models, structures, utils  # noqa: E402,F401  (registrations)
 from .version import __version__, version_info  # noqa: E402,F401
 
 __all__ = ['__version__', 'version_info']

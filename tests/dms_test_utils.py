@@ -23,3 +23,39 @@ def assert_hard_ones_reproduce(model, reference, mutables, shape, rtol=1e-5):
     with torch.no_grad():
         out, expected = run_tensor_mode(model, x), run_tensor_mode(reference, x)
     assert torch.allclose(out, expected, rtol=rtol, atol=rtol * expected.abs().max().item())
+
+
+def build_search_model(config, size=None, **overrides):
+    """The DMS search model of a config file, built as the Runner builds it, traced at
+    ``size`` x ``size`` (default: the config's own ``demo_input``)."""
+    import copy
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+    cfg = Config.fromfile(config)
+    model_cfg = copy.deepcopy(cfg.model)
+    if size is not None:
+        model_cfg.mutator.parse_cfg.demo_input = (1, 3, size, size)
+    model_cfg.update(overrides)
+    model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        return MODELS.build(model_cfg)
+
+
+def randomize_structure(model, seed=0):
+    """A random searched structure: random importance and kept count of every DMS mutable, and
+    random BatchNorm statistics and affine parameters (so that slicing them is checked)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mutable in model.dms_mutables():
+            mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
+            low, high = mutable.min_elements, mutable.num_elements
+            mutable.set_kept(int(torch.randint(low, high + 1, (1, ), generator=g)))
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5, generator=g)
+                module.running_var.uniform_(0.5, 2.0, generator=g)
+                if module.affine:
+                    module.weight.uniform_(0.5, 1.5, generator=g)
+                    module.bias.uniform_(-0.5, 0.5, generator=g)
+    return model

@@ -1,3 +1,4 @@
 from .dms import DMS
+from .dms_subnet import DMSSubnet
 
-__all__ = ['DMS']
+__all__ = ['DMS', 'DMSSubnet']

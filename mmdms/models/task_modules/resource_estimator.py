@@ -12,8 +12,13 @@ are the exact counts of the pruned static model, using the rules of mmengine's `
 * attention: ``heads * (qk_dims + v_dims) * N^2`` for ``q k^T`` and ``attn v``;
 * BatchNorm (eval): ``2 * elements`` (1 without affine); Layer/GroupNorm: ``5 * elements``
   (4 without affine);
-* element-wise ops, pooling and upsampling are not counted (``FlopAnalyzer`` skips the first and
-  pooling / upsampling are below 0.1% of any model here).
+* adaptive average pooling (``nn.AdaptiveAvgPool2d``): ``elements`` of its input, whose channels
+  are those of the layer that reads its output (e.g. a squeeze-excitation's first conv, the
+  classifier's linear); in EfficientNet the SE poolings are over 1% of the MACs;
+* element-wise ops and upsampling are not counted (``FlopAnalyzer`` skips the first; upsampling
+  is below 0.1% of any model here).
+
+Hard-mask counts are accumulated in float64, so that they are exact integers also beyond 2^24.
 
 Parameters: every parameter of the model, each layer's counted from its expected widths, and
 parameters owned by no layer (class token, position embedding) scaled on a searched last axis.
@@ -37,7 +42,7 @@ RESOURCE_TYPES = ('macs', 'params', 'latency')
 class LayerCall:
     """One call of a layer in the recorded forward (per sample)."""
     name: str
-    kind: str  # conv | linear | bn | norm | attention
+    kind: str  # conv | linear | bn | norm | attention | pool
     in_channels: int
     out_channels: int
     positions: int  # output pixels (conv), tokens (linear, attention), elements / C (norms)
@@ -46,6 +51,7 @@ class LayerCall:
     affine: bool = True  # norms: has weight and bias
     bias: bool = False  # conv / linear: has a bias
     in_shape: tuple = ()  # per-sample input shape
+    consumer: Optional[str] = None  # pool: the layer that reads its output (gives its channels)
 
     @property
     def depthwise(self) -> bool:
@@ -63,6 +69,8 @@ def _kind(module: nn.Module) -> Optional[str]:
         return 'bn'
     if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
         return 'norm'
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return 'pool'
     return None
 
 
@@ -82,6 +90,8 @@ def _call_of(name: str, module: nn.Module, kind: str, x: Tensor, out: Tensor) ->
     if kind == 'bn':
         return LayerCall(name, kind, module.num_features, module.num_features,
                          x.numel() // (batch * module.num_features), affine=module.affine)
+    if kind == 'pool':
+        return LayerCall(name, kind, x.shape[1], x.shape[1], x[0, 0].numel())
     channels = module.num_channels if isinstance(module, nn.GroupNorm) \
         else module.normalized_shape[-1]
     affine = module.affine if isinstance(module, nn.GroupNorm) else module.elementwise_affine
@@ -117,13 +127,19 @@ class DMSResourceEstimator:
         forward = forward or (lambda m, x: m(x, mode='tensor'))
         self.calls = []
         handles = []
+        pool_outputs: List[tuple] = []  # (output tensor, its pool call)
         for name, module in model.named_modules():
             kind = _kind(module)
             if kind is None or (kind == 'attention' and name not in layout.attentions):
                 continue
 
             def hook(mod, args, out, name=name, kind=kind):
-                self.calls.append(_call_of(name, mod, kind, args[0], out))
+                call = _call_of(name, mod, kind, args[0], out)
+                self.calls.append(call)
+                if kind == 'pool':
+                    pool_outputs.append((out, call))
+                elif kind in ('conv', 'linear'):
+                    _match_pool_consumer(name, args[0], call.in_channels, pool_outputs)
 
             handles.append(module.register_forward_hook(hook))
         param = next(model.parameters())
@@ -160,16 +176,25 @@ class DMSResourceEstimator:
 
     # counting ----------------------------------------------------------------------------------
     def _mask(self, fn, hard: bool) -> Optional[Tensor]:
-        return None if self._full else fn(hard)
+        if self._full:
+            return None
+        mask = fn(hard)
+        return mask.double() if hard and mask is not None else mask
 
     def _depth_weight(self, name: str, hard: bool):
         found = self.layout.block_of(name)
         if found is None or self._full:
             return 1.0
         mutable, index = found
-        return mutable.element_hard_mask()[index] if hard else mutable.block_masks[index]
+        return mutable.element_hard_mask()[index].double() if hard else \
+            mutable.block_masks[index]
 
     def _widths(self, call: LayerCall, hard: bool):
+        if call.kind == 'pool':
+            masks = self.layout.layers.get(call.consumer, LayerMasks())
+            mask = self._mask(masks.in_mask, hard)
+            width = call.in_channels if mask is None else mask.sum()
+            return width, width
         masks = self.layout.layers.get(call.name, LayerMasks())
         in_mask, out_mask = self._mask(masks.in_mask, hard), self._mask(masks.out_mask, hard)
         c_in = call.in_channels if in_mask is None else in_mask.sum()
@@ -183,7 +208,7 @@ class DMSResourceEstimator:
         if call.kind == 'attention':
             att = self.layout.attentions[call.name]
             heads, qk, v = (m.num_channels if self._full else
-                            (m.hard_mask if hard else m.soft_mask).sum()
+                            (m.hard_mask.double() if hard else m.soft_mask).sum()
                             for m in (att.heads, att.qk_dims, att.v_dims))
             return heads * (qk + v) * call.positions ** 2
         c_in, c_out = self._widths(call, hard)
@@ -193,6 +218,8 @@ class DMSResourceEstimator:
             return call.kernel * c_in * c_out / call.groups * call.positions
         if call.kind == 'linear':
             return c_in * c_out * call.positions
+        if call.kind == 'pool':
+            return c_in * call.positions
         per_element = (2 if call.affine else 1) if call.kind == 'bn' else \
             (5 if call.affine else 4)
         return per_element * c_in * call.positions
@@ -210,14 +237,17 @@ class DMSResourceEstimator:
         total = 0.
         for call in self.calls:
             total = total + self._call_macs(call, hard) * self._depth_weight(call.name, hard)
-        return torch.as_tensor(total, dtype=torch.float32)
+        return torch.as_tensor(total, dtype=self._dtype(hard))
+
+    def _dtype(self, hard: bool) -> torch.dtype:
+        return torch.float64 if hard or self._full else torch.float32
 
     def params(self, hard: bool = False) -> Tensor:
         """Expected number of parameters (exact with ``hard`` masks)."""
         total = float(self._fixed_params)
         seen = set()
         for call in self.calls:
-            if call.kind == 'attention' or call.name in seen:
+            if call.kind in ('attention', 'pool') or call.name in seen:
                 continue
             seen.add(call.name)
             total = total + self._call_params(call, hard) * self._depth_weight(call.name, hard)
@@ -227,7 +257,7 @@ class DMSResourceEstimator:
             total = total + rows * width * self._depth_weight(name, hard)
         for name, numel in self._block_params.items():
             total = total + numel * self._depth_weight(name, hard)
-        return torch.as_tensor(total, dtype=torch.float32)
+        return torch.as_tensor(total, dtype=self._dtype(hard))
 
     def latency(self, hard: bool = False) -> Tensor:
         """Expected latency in ms from the fitted per-layer latency model."""
@@ -263,6 +293,16 @@ class DMSResourceEstimator:
         self.latency_model = [fit_layer(modules[c.name], c, **kwargs)
                               if c.kind in ('conv', 'linear') else (0., None)
                               for c in self.calls]
+
+
+def _match_pool_consumer(name: str, x: Tensor, channels: int, pool_outputs: List[tuple]) -> None:
+    """Make layer ``name`` the consumer of the pooling whose output (or a view of it) it reads,
+    so the pooling counts the channels of the layer's input mask."""
+    for out, call in pool_outputs:
+        if call.consumer is None and (x is out or x._base is out) \
+                and call.in_channels == channels:
+            call.consumer = name
+            return
 
 
 def _latency_basis(x, y) -> Tensor:

@@ -1,0 +1,160 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Export the subnet a DMS search found: ``subnet.json``, ``pruned.pth`` and ``config.py``."""
+import os.path as osp
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.registry import DefaultScope
+from mmengine.runner.checkpoint import weights_to_cpu
+
+from mmdms.models.algorithms import DMSSubnet
+from mmdms.structures import SubnetError, dump_subnet, subnet_from_algorithm
+from mmdms.utils import atomic_directory, check_new_directory
+from .retrain_config import retrain_config, strip_pretrained
+from .search_model import (architecture_cfg, build_architecture, build_search_model,
+                           load_config, load_search_checkpoint)
+
+#: Largest relative output difference between the static subnet and the hard-masked search
+#: model that the export accepts.
+OUTPUT_TOLERANCE = 1e-4
+
+
+def static_subnet(algorithm: nn.Module, cfg, subnet: Optional[Dict] = None) -> DMSSubnet:
+    """The static subnet of a DMS search model, with its (searched) weights.
+
+    Args:
+        algorithm: the DMS search model.
+        cfg (Config): its config (the supernet is rebuilt from it, not traced).
+        subnet (dict, optional): the structure; defaults to the model's hard masks.
+    """
+    architecture = build_architecture(cfg)
+    architecture.load_state_dict(algorithm.architecture.state_dict())  # DMS ops keep the keys
+    return DMSSubnet(architecture, subnet or subnet_from_algorithm(algorithm))
+
+
+def initialized_subnet(cfg, subnet: Dict) -> DMSSubnet:
+    """The static subnet freshly initialised (the architecture's ``init_weights``), for DMS_np
+    retraining."""
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = DMSSubnet(strip_pretrained(architecture_cfg(cfg)), subnet)
+    model.init_weights()
+    return model
+
+
+def _tensors(output) -> List[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
+                         seed: int = 0) -> float:
+    """Largest relative difference, over all outputs, between ``static`` and the search model
+    with every mask fixed hard (eval mode, ``tensor`` mode, a random input).
+
+    The search model's mutables stay fixed afterwards: use it for nothing else.
+    """
+    for mutable in algorithm.dms_mutables():
+        if not mutable.is_fixed:
+            mutable.fix_chosen()
+    algorithm.eval()
+    static.eval()
+    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = _tensors(algorithm(x, mode='tensor'))
+        actual = _tensors(static(x, mode='tensor'))
+    if len(expected) != len(actual) or any(a.shape != e.shape for a, e in zip(actual, expected)):
+        return float('inf')
+    return max(((a - e).abs().max() / e.abs().max().clamp_min(1e-12)).item()
+               for a, e in zip(actual, expected))
+
+
+def _human(count: float) -> str:
+    for unit, scale in (('G', 1e9), ('M', 1e6), ('K', 1e3)):
+        if count >= scale:
+            return f'{count / scale:.3f}{unit}'
+    return f'{count:.0f}'
+
+
+def resource_table(subnet: Dict) -> str:
+    """Supernet vs subnet MACs and parameters, as a small table."""
+    rows = [('', 'supernet', 'subnet', 'subnet/supernet')]
+    for key, label in (('macs', 'MACs'), ('params', 'params')):
+        full, kept = subnet['supernet'][key], subnet[key]
+        rows.append((label, _human(full), _human(kept), f'{100 * kept / full:.1f}%'))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ['  '.join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                       enumerate(zip(row, widths))) for row in rows]
+    shape = 'x'.join(str(s) for s in subnet['input_shape'])
+    return '\n'.join([f'per sample at input {shape}:'] + lines)
+
+
+def export_subnet(config,
+                  checkpoint: str,
+                  work_dir: str,
+                  reinit: bool = False,
+                  force: bool = False,
+                  cfg_options: Optional[Dict] = None) -> Dict:
+    """Export the subnet of a DMS search checkpoint to ``work_dir``.
+
+    Writes ``subnet.json`` (the structure and its MACs / params), ``pruned.pth`` (an mmengine
+    checkpoint of the static :class:`~mmdms.models.DMSSubnet`: the searched weights sliced to
+    the kept channels, or with ``reinit`` a fresh initialisation) and ``config.py`` (the search
+    config's data, schedule and evaluators around that model; ``tools/train.py`` retrains it,
+    ``tools/test.py`` tests it). The static model is checked against the hard-masked search
+    model before anything is written; the directory appears complete or not at all.
+
+    Args:
+        config (str | Config): the search config.
+        checkpoint (str): a checkpoint of its search model.
+        work_dir (str): the directory to create.
+        reinit (bool): initialise the subnet afresh (DMS_np retraining) instead of keeping the
+            searched weights; ``config.py`` then loads nothing.
+        force (bool): replace an existing ``work_dir``.
+        cfg_options (dict, optional): overrides merged into the config.
+
+    Returns:
+        dict: ``work_dir``, the written ``files``, ``macs``, ``params``, ``supernet``,
+        ``input_shape``, ``max_rel_output_diff`` and the printable ``table``.
+
+    Raises:
+        FileExistsError: ``work_dir`` exists and ``force`` is not set.
+        CheckpointMismatchError: the checkpoint belongs to another config.
+        SubnetError: the structure cannot be exported (or the static model would compute
+            something else than the search model).
+    """
+    work_dir = osp.abspath(work_dir)
+    check_new_directory(work_dir, force)  # before the slow part
+    cfg = load_config(config, cfg_options)
+    algorithm = build_search_model(cfg)
+    meta = load_search_checkpoint(algorithm, checkpoint, cfg.filename or str(config))
+    algorithm.eval()
+    subnet = subnet_from_algorithm(algorithm)
+    static = static_subnet(algorithm, cfg, subnet)
+    diff = hard_mask_difference(algorithm, static, subnet['input_shape'])
+    if not diff <= OUTPUT_TOLERANCE:
+        raise SubnetError(f'The static subnet computes something else than the hard-masked '
+                          f'search model (max relative difference {diff:.3g}); a layer the '
+                          'export does not know how to prune?')
+    model = initialized_subnet(cfg, subnet) if reinit else static
+    source = dict(config=cfg.filename, checkpoint=osp.abspath(checkpoint), reinit=reinit,
+                  max_rel_output_diff=diff)
+    subnet = dict(subnet, source=source)
+    ckpt_meta = dict(mmdms_subnet=dict(source, macs=subnet['macs'], params=subnet['params']))
+    if meta.get('dataset_meta') is not None:
+        ckpt_meta['dataset_meta'] = meta['dataset_meta']
+    files = ('subnet.json', 'pruned.pth', 'config.py')
+    with atomic_directory(work_dir, force) as tmp:
+        dump_subnet(subnet, osp.join(tmp, 'subnet.json'))
+        torch.save(dict(meta=ckpt_meta, state_dict=weights_to_cpu(model.state_dict())),
+                   osp.join(tmp, 'pruned.pth'))
+        retrain_config(cfg, reinit).dump(osp.join(tmp, 'config.py'))
+    return dict(work_dir=work_dir, files={f: osp.join(work_dir, f) for f in files},
+                macs=subnet['macs'], params=subnet['params'], supernet=subnet['supernet'],
+                input_shape=subnet['input_shape'], max_rel_output_diff=diff,
+                table=resource_table(subnet))

@@ -1,0 +1,55 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""The static attention of an exported ViT subnet: fewer heads and smaller qk / v head dims."""
+import torch
+import torch.nn.functional as F
+from mmpretrain.models.utils.attention import MultiheadAttention
+from mmrazor.registry import MODELS
+
+
+@MODELS.register_module()
+class PrunedMultiheadAttention(MultiheadAttention):
+    """mmpretrain's ``MultiheadAttention`` with ``num_heads`` heads whose queries and keys have
+    ``qk_dims`` features and values ``v_dims`` (DMS searches the three independently).
+
+    ``qkv`` outputs ``[q | k | v]`` as ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``,
+    ``(num_heads, v_dims)`` and ``proj`` reads ``(num_heads, v_dims)``. The softmax scale stays the
+    supernet's ``head_dims ** -0.5`` (``scale``), so the pruned attention computes exactly what
+    the hard-masked :class:`~mmdms.models.mutators.vit_space.DMSMultiheadAttention` did.
+
+    Built by :meth:`convert_from` from a (sliced) ``MultiheadAttention``; it adds no parameter.
+    """
+
+    @classmethod
+    def convert_from(cls, attn: MultiheadAttention, num_heads: int, qk_dims: int,
+                     v_dims: int) -> 'PrunedMultiheadAttention':
+        """Turn ``attn`` (whose ``qkv`` / ``proj`` are already sliced) into the pruned attention,
+        in place: same submodules, same state-dict keys."""
+        if getattr(attn, 'v_shortcut', False):
+            raise NotImplementedError('A pruned attention with v_shortcut is not supported')
+        expected_qkv = num_heads * (2 * qk_dims + v_dims)
+        if attn.qkv.out_features != expected_qkv or attn.proj.in_features != num_heads * v_dims:
+            raise ValueError(
+                f'qkv has {attn.qkv.out_features} outputs and proj {attn.proj.in_features} '
+                f'inputs; {num_heads} heads with qk dims {qk_dims} and v dims {v_dims} need '
+                f'{expected_qkv} and {num_heads * v_dims}')
+        scale = attn.head_dims**-0.5
+        attn.__class__ = cls
+        attn.num_heads, attn.qk_dims, attn.v_dims, attn.scale = num_heads, qk_dims, v_dims, scale
+        return attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qk_width = self.num_heads * self.qk_dims
+        q, k, v = self.qkv(x).split([qk_width, qk_width, self.num_heads * self.v_dims], dim=-1)
+        q = q.reshape(B, N, self.num_heads, self.qk_dims).transpose(1, 2)
+        k = k.reshape(B, N, self.num_heads, self.qk_dims).transpose(1, 2)
+        v = v.reshape(B, N, self.num_heads, self.v_dims).transpose(1, 2)
+        attn_drop = self.attn_drop if self.training else 0.
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop, scale=self.scale)
+        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.v_dims)
+        x = self.proj(x)
+        return self.out_drop(self.gamma1(self.proj_drop(x)))
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, qk_dims={self.qk_dims}, v_dims={self.v_dims}, ' \
+               f'scale={self.scale:.4g}'

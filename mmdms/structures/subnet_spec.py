@@ -1,0 +1,168 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""The searched structure of a DMS model as a plain dict (``subnet.json``).
+
+Everything is read from the hard masks (kept iff ``m >= 0.5``) through the algorithm's
+:class:`~mmdms.models.mutators.masked_layout.MaskedLayout`, the map the resource estimator also
+counts from, so the exported structure and its counted cost cannot disagree. The dict holds:
+
+* ``macs``, ``params``, ``input_shape``: the static subnet's cost as the estimator counts it with
+  hard masks (per sample, at ``input_shape``), and ``supernet``: the same for the supernet;
+* ``widths``: per searched width (channel group, heads, head dims, MLP hidden) its ``total``,
+  ``kept`` count and kept ``indices``;
+* ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks``;
+  ``removed_blocks``: the blocks that become identities;
+* ``attentions``: per searched attention the kept heads, qk dims and v dims;
+* ``layers``: per masked conv / linear / norm layer (in model order) its type, channel counts and kept input and
+  output channel indices (``null``: all kept); ``free_params``: parameters owned by no layer
+  (ViT class token, position embedding) with the kept indices of their last axis.
+
+The static model is then a pure function of the architecture config and this dict
+(:func:`~mmdms.structures.static_prune.prune_to_subnet`).
+"""
+import json
+import re
+from typing import Dict, List, Optional
+
+import torch.nn as nn
+from torch import Tensor
+
+SUBNET_FORMAT = 'mmdms-subnet/1'
+
+
+class SubnetError(ValueError):
+    """A subnet that cannot be exported or does not fit the architecture it is applied to."""
+
+
+def layer_channels(module: nn.Module) -> Optional[tuple]:
+    """``(input, output)`` channels of a conv / linear / norm layer; None for other modules."""
+    if isinstance(module, nn.Conv2d):
+        return module.in_channels, module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features, module.num_features
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1], module.normalized_shape[-1]
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels, module.num_channels
+    return None
+
+
+def layer_type(module: nn.Module) -> str:
+    """The static layer type of a (possibly DMS) layer, e.g. ``'Conv2d'`` for a DMSConv2d."""
+    factory = getattr(module, 'static_op_factory', None)
+    return factory.__name__ if isinstance(factory, type) else type(module).__name__
+
+
+def kept_indices(mask: Optional[Tensor], size: int, where: str) -> Optional[List[int]]:
+    """Indices where the hard ``mask`` is 1 (``None`` if every one of ``size`` is kept)."""
+    if mask is None:
+        return None
+    if mask.numel() != size:
+        raise SubnetError(f'{where}: the mask has {mask.numel()} entries for {size} channels')
+    kept = [int(i) for i in mask.nonzero().flatten()]
+    if not kept:
+        raise SubnetError(f'{where}: every channel is pruned; a layer must keep at least one')
+    return None if len(kept) == size else kept
+
+
+def _choice(mutable) -> Dict:
+    mask = mutable.hard_mask
+    return dict(total=mask.numel(), kept=int(mask.sum()),
+                indices=[int(i) for i in mask.nonzero().flatten()])
+
+
+def _inside(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + '.') for p in prefixes)
+
+
+def subnet_from_algorithm(algorithm) -> Dict:
+    """The structure the hard masks of a :class:`~mmdms.models.DMS` model select.
+
+    Args:
+        algorithm: a DMS search model (``architecture``, ``mutator``, ``layout``, ``estimator``).
+
+    Returns:
+        dict: the content of ``subnet.json`` (see the module docstring).
+    """
+    mutator, layout, estimator = algorithm.mutator, algorithm.layout, algorithm.estimator
+    modules = dict(algorithm.architecture.named_modules())
+    params = dict(algorithm.architecture.named_parameters())
+
+    widths = {unit.name: _choice(unit.mutable_channel) for unit in mutator.mutable_units
+              if unit.is_mutable}
+    for key in mutator.structured_layers:
+        widths[key] = _choice(mutator.structured_mutables[key.replace('.', '__')])
+
+    stages, removed = {}, []
+    for key, names in mutator.stage_blocks.items():
+        kept = mutator.stage_mutables[key].kept_blocks()
+        stages[key.replace('__', '.')] = dict(blocks=list(names), total=len(names),
+                                              kept=len(kept), kept_blocks=kept)
+        removed += [n for i, n in enumerate(names) if i not in kept]
+
+    attentions = {name: dict(heads=_choice(att.heads), qk_dims=_choice(att.qk_dims),
+                             v_dims=_choice(att.v_dims))
+                  for name, att in layout.attentions.items()}
+
+    order = {name: i for i, name in enumerate(modules)}
+    layers = {}
+    for name, masks in sorted(layout.layers.items(), key=lambda item: order[item[0]]):
+        module = modules[name]
+        c_in, c_out = layer_channels(module)
+        layers[name] = dict(type=layer_type(module), in_channels=c_in, out_channels=c_out,
+                            kept_in=kept_indices(masks.in_mask(True), c_in, f"'{name}' input"),
+                            kept_out=kept_indices(masks.out_mask(True), c_out,
+                                                  f"'{name}' output"))
+
+    free_params = {}
+    for name, fn in layout.params.items():
+        size = params[name].shape[-1]
+        free_params[name] = dict(size=size, kept=kept_indices(fn(True), size, f"'{name}'"))
+
+    return dict(
+        format=SUBNET_FORMAT,
+        input_shape=list(estimator.input_shape),
+        macs=_count(estimator.estimate('macs', hard=True)),
+        params=_count(estimator.estimate('params', hard=True)),
+        supernet=dict(macs=_count(estimator.estimate('macs', full=True)),
+                      params=_count(estimator.estimate('params', full=True))),
+        widths=widths,
+        stages=stages,
+        removed_blocks=removed,
+        attentions=attentions,
+        layers=layers,
+        free_params=free_params)
+
+
+def _count(value) -> int:
+    return int(round(float(value)))
+
+
+def removed_blocks(subnet: Dict) -> List[str]:
+    """Names of the blocks the subnet removes."""
+    return list(subnet.get('removed_blocks', []))
+
+
+def in_removed_block(name: str, subnet: Dict) -> bool:
+    """Whether module ``name`` lies in a block the subnet removes."""
+    return _inside(name, removed_blocks(subnet))
+
+
+def dump_subnet(subnet: Dict, path: str) -> None:
+    """Write ``subnet`` as indented JSON with each list of numbers on one line."""
+    text = json.dumps(subnet, indent=2)
+    text = re.sub(r'\[\s*(-?\d[\d,\s.eE+-]*?)\s*\]',
+                  lambda m: '[' + ', '.join(re.split(r',\s*', m.group(1))) + ']', text)
+    with open(path, 'w') as f:
+        f.write(text + '\n')
+
+
+def load_subnet(path: str) -> Dict:
+    """Read a ``subnet.json`` written by :func:`dump_subnet`."""
+    with open(path) as f:
+        subnet = json.load(f)
+    if not isinstance(subnet, dict) or subnet.get('format') != SUBNET_FORMAT:
+        raise SubnetError(f"'{path}' is not a DMS subnet ({SUBNET_FORMAT}) written by "
+                          'tools/export_subnet.py')
+    return subnet

@@ -1,0 +1,57 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""MACs and parameters of a model, counted independently of mmdms's resource estimator."""
+from typing import Any, List, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.model import BaseModel
+
+
+def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::scaled_dot_product_attention``, which FlopAnalyzer skips: ``q k^T`` and
+    ``attn v``, one multiply-add each, ``batch * heads * L * S * (E_qk + E_v)``."""
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = 1
+    for size in q[:-2]:
+        batch *= size
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+class _TensorForward(nn.Module):
+    """An OpenMMLab model's ``tensor`` mode as a plain ``forward(x)`` for tracing."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        if isinstance(self.model, BaseModel):
+            return self.model(x, mode='tensor')
+        return self.model(x)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """Multiply-adds per sample of ``model`` (eval mode) on an input of ``input_shape``, counted
+    by mmengine's :class:`~mmengine.analysis.FlopAnalyzer` (one multiply-add = one "flop") plus
+    scaled dot-product attention."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        inputs = (torch.zeros(tuple(input_shape), device=device), )
+        analyzer = FlopAnalyzer(_TensorForward(model), inputs)
+        analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analyzer.tracer_warnings('none')
+        with torch.no_grad():
+            total = analyzer.total()
+    finally:
+        model.train(was_training)
+    return total / input_shape[0]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

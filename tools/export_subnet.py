@@ -1,0 +1,47 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Export the subnet a DMS search found.
+
+``python tools/export_subnet.py CONFIG CHECKPOINT --work-dir DIR [--reinit] [--force]`` writes
+``DIR/subnet.json`` (the structure, its MACs and params), ``DIR/pruned.pth`` (the static pruned
+model) and ``DIR/config.py`` (``tools/train.py DIR/config.py`` retrains it,
+``tools/test.py DIR/config.py DIR/pruned.pth`` tests it), and prints supernet vs subnet cost.
+"""
+import argparse
+
+import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
+from mmdms.apis import CheckpointMismatchError, export_subnet
+from mmdms.structures import SubnetError
+from mmengine.config import DictAction
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export the subnet of a DMS search')
+    parser.add_argument('config', help='the search config')
+    parser.add_argument('checkpoint', help='a checkpoint of the search model')
+    parser.add_argument('--work-dir', required=True, help='the directory to write')
+    parser.add_argument('--reinit', action='store_true',
+                        help='initialise the subnet afresh (DMS_np retraining) instead of '
+                        'keeping the searched weights')
+    parser.add_argument('--force', action='store_true', help='replace an existing --work-dir')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the search config, key=value pairs')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        result = export_subnet(args.config, args.checkpoint, args.work_dir, reinit=args.reinit,
+                               force=args.force, cfg_options=args.cfg_options)
+    except (CheckpointMismatchError, FileExistsError, SubnetError) as e:
+        raise SystemExit(f'export_subnet.py: error: {e}')
+    print(result['table'])
+    print(f"static subnet == hard-masked search model (max relative output difference "
+          f"{result['max_rel_output_diff']:.1e})")
+    for path in result['files'].values():
+        print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
