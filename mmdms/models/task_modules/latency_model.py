@@ -3,8 +3,10 @@
 
 Each conv / linear layer is timed on the current device at a grid of input and output keep
 fractions, as the pruned static layer on an input of its recorded shape; a smooth
-``F(x_in, x_out)`` (a quadratic surface, as the paper uses) is fitted by least squares to
-``latency / latency_max``, so that ``r_c = sum latency_max * F(x_in, x_out)``.
+``F(x_in, x_out) = c0 + c1 x_in + c2 x_out + c3 x_in x_out`` (a quadratic surface, as the paper
+uses) is fitted to ``latency / latency_max`` by non-negative least squares, so that
+``r_c = sum latency_max * F(x_in, x_out)`` never rewards a wider layer, however noisy the timings
+(CPU timings of odd widths are not monotone).
 """
 import statistics
 import time
@@ -12,6 +14,7 @@ from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from scipy.optimize import nnls
 from torch import Tensor
 
 
@@ -46,7 +49,7 @@ def fit_layer(module: nn.Module, call, fractions: Sequence[float] = (0.25, 0.5, 
     ``fractions`` of its input / output widths and fit ``F``.
 
     Returns:
-        ``(latency_max_ms, coefficients)`` of ``F = c . [1, x, y, xy, x^2, y^2]``.
+        ``(latency_max_ms, coefficients)`` of ``F = c . [1, x, y, xy]``, all ``c >= 0``.
     """
     from .resource_estimator import _latency_basis
     device = next(module.parameters()).device
@@ -64,13 +67,11 @@ def fit_layer(module: nn.Module, call, fractions: Sequence[float] = (0.25, 0.5, 
             points.append((c_in / call.in_channels, c_out / call.out_channels))
             times.append(_time_ms(layer, inputs, repeats, warmup))
     latency_max = max(times[-1], 1e-6)
-    basis = torch.stack([_latency_basis(x, y) for x, y in points])
-    target = torch.tensor(times).unsqueeze(1) / latency_max
-    if call.depthwise:  # x == y: the surface has 3 degrees of freedom along the diagonal
-        basis = basis[:, [0, 1, 4]]
-        coeffs = torch.linalg.lstsq(basis, target).solution.squeeze(1)
-        coeffs = torch.stack([coeffs[0], coeffs[1], torch.tensor(0.), torch.tensor(0.),
-                              coeffs[2], torch.tensor(0.)])
+    basis = torch.stack([_latency_basis(x, y) for x, y in points]).double().numpy()
+    target = (torch.tensor(times, dtype=torch.float64) / latency_max).numpy()
+    if call.depthwise:  # x == y: 1, x, x^2 along the diagonal
+        solution, _ = nnls(basis[:, [0, 1, 3]], target)
+        coeffs = [solution[0], solution[1], 0.0, solution[2]]
     else:
-        coeffs = torch.linalg.lstsq(basis, target).solution.squeeze(1)
-    return latency_max, coeffs
+        coeffs, _ = nnls(basis, target)
+    return latency_max, torch.tensor(coeffs, dtype=torch.float32)
