@@ -5,12 +5,13 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
 from mmrazor.registry import MODELS
 
 from mmdms.models import DMSConv2d, DMSMutator, UntraceableModuleError
 from mmdms.models.mutators.channel_analyzer import SplitSpec, shape_only_nodes
 from mmdms.models.mutators.trace_forwards import output_section_widths, register_trace_forward
+# after mmdms, whose shims let mmrazor.models import on this torch
+from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin  # noqa: E402,I100
 from dms_test_utils import assert_hard_ones_reproduce
 
 
