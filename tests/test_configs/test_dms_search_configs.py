@@ -1,10 +1,11 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""configs/dms/*.py build the whole search model from the configs shipped in mmpretrain."""
+"""configs/dms/*.py build the whole search model from the configs shipped in mmpretrain / mmyolo."""
 import copy
 import os.path as osp
 
 import pytest
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
@@ -24,7 +25,12 @@ CONFIGS = {
     'mobilenet_v2': (41, 7, 0, 27),
     # DeiT-Small with 16 layers: embedding + 16 x (heads, qk dims, v dims, MLP hidden)
     'deit_tiny': (65, 1, 48, 16),
+    # YOLOv8 deepen 0.5 / widen 0.5: backbone CSP layers of 2, 3, 3, 2 shortcut bottlenecks;
+    # the neck's 4 CSP layers have 2 bottlenecks each, without shortcut (not depth-searched)
+    'yolov8_n': (71, 4, 0, 10),
 }
+# custom_hooks: the training config's own hooks, then the importance hook
+HOOKS = {'yolov8_n': ['EMAHook', 'mmdet.PipelineSwitchHook', 'DMSImportanceHook']}
 
 
 def load(name):
@@ -39,7 +45,8 @@ def load(name):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_config_builds_the_search_model(name):
     cfg, model_cfg = load(name)
-    assert cfg.custom_hooks == [dict(type='DMSImportanceHook')]
+    assert [h['type'] for h in cfg.custom_hooks] == HOOKS.get(name, ['DMSImportanceHook'])
+    assert cfg.custom_hooks[-1] == dict(type='DMSImportanceHook')
     with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner does
         check_search_model(name, model_cfg)
 
@@ -63,4 +70,22 @@ def check_search_model(name, model_cfg):
                                   data_preprocessor=model_cfg.data_preprocessor)).eval()
     model.architecture.load_state_dict(reference.state_dict())
     model.eval()
-    assert_hard_ones_reproduce(model, reference, model.dms_mutables(), (2, 3, SIZE, SIZE))
+    assert_hard_ones_reproduce(TensorOutputs(model), TensorOutputs(reference),
+                               model.dms_mutables(), (2, 3, SIZE, SIZE))
+
+
+class TensorOutputs(nn.Module):
+    """Every output of a model's ``tensor`` mode (a detector's per-level lists) in one tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return flatten(self.model(x, mode='tensor'))
+
+
+def flatten(out):
+    if isinstance(out, torch.Tensor):
+        return out.flatten(1)
+    return torch.cat([flatten(o) for o in out], dim=1)
