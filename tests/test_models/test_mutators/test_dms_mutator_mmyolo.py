@@ -89,6 +89,7 @@ def test_csp_halves_are_two_groups_followed_into_the_blocks(prepared):
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, CSPLayerWithTwoConv)]
     assert len(layers) == 8  # 4 in the backbone, 4 in the neck
     for name, layer in layers:
+        assert 'forward' not in vars(layer)  # the traceable forward was only the analyzer's
         mid = layer.mid_channels
         halves = out_mutables(layer.main_conv.conv)
         assert sorted(halves) == [(0, mid), (mid, 2 * mid)], name
