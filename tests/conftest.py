@@ -1,6 +1,13 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-import pytest
-from mmengine.registry import DefaultScope
+import os
+
+# Idle OpenMP threads sleep instead of spinning: with spinning, two processes of a distributed
+# test (or any other load) on a 2-core machine slow torch down 10-100x. Set before torch loads;
+# spawned worker processes inherit it.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import pytest  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""configs/dms/*.py build the whole search model from the configs shipped in mmpretrain."""
+"""configs/dms/*.py build the whole search model from the configs shipped in mmpretrain / mmyolo."""
 import copy
 import os.path as osp
 
 import pytest
 import torch
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.structures import DataSample
@@ -28,7 +29,12 @@ CONFIGS = {
     'mobilenet_v2': (41, 7, 0, 27),
     # DeiT-Small with 16 layers: embedding + 16 x (heads, qk dims, v dims, MLP hidden)
     'deit_tiny': (65, 1, 48, 16),
+    # YOLOv8 deepen 0.5 / widen 0.5: backbone CSP layers of 2, 3, 3, 2 shortcut bottlenecks;
+    # the neck's 4 CSP layers have 2 bottlenecks each, without shortcut (not depth-searched)
+    'yolov8_n': (71, 4, 0, 10),
 }
+# custom_hooks: the training config's own hooks, then the DMS hooks
+HOOKS = {'yolov8_n': ['EMAHook', 'mmdet.PipelineSwitchHook']}
 
 
 def load(name):
@@ -43,7 +49,8 @@ def load(name):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_config_builds_the_search_model(name):
     cfg, model_cfg = load(name)
-    assert [h['type'] for h in cfg.custom_hooks] == ['DMSImportanceHook', 'ResourceLossHook']
+    assert [h['type'] for h in cfg.custom_hooks] == \
+        HOOKS.get(name, []) + ['DMSImportanceHook', 'ResourceLossHook']
     with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner does
         check_search_model(name, model_cfg)
 
@@ -67,7 +74,25 @@ def check_search_model(name, model_cfg):
                                   data_preprocessor=model_cfg.data_preprocessor)).eval()
     model.architecture.load_state_dict(reference.state_dict())
     model.eval()
-    assert_hard_ones_reproduce(model, reference, model.dms_mutables(), (2, 3, SIZE, SIZE))
+    assert_hard_ones_reproduce(TensorOutputs(model), TensorOutputs(reference),
+                               model.dms_mutables(), (2, 3, SIZE, SIZE))
+
+
+class TensorOutputs(nn.Module):
+    """Every output of a model's ``tensor`` mode (a detector's per-level lists) in one tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return flatten(self.model(x, mode='tensor'))
+
+
+def flatten(out):
+    if isinstance(out, torch.Tensor):
+        return out.flatten(1)
+    return torch.cat([flatten(o) for o in out], dim=1)
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -90,11 +115,11 @@ def test_config_searches_under_its_resource_loss(name):
         assert group['weight_decay'] == 0
     hook = next(h for h in cfg.custom_hooks if h['type'] == 'ResourceLossHook')
     assert hook['lambda_resource'] == 1.0 and hook['width_only_epochs'] >= 1
+    assert cfg.train_cfg.max_epochs == cfg.search_epochs
 
     model.set_resource_constraint('macs', 0.5 * model.supernet_resource('macs'))
     model.train()
-    data = dict(inputs=[torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8)] * 2,
-                data_samples=[DataSample().set_gt_label(i) for i in range(2)])
+    data = search_batch(name)
     costs = [model.estimator.estimate('macs').item()]
     positive = 0
     for _ in range(3):
@@ -107,3 +132,13 @@ def test_config_searches_under_its_resource_loss(name):
     # the task loss may widen some ratios in one step; over the steps the cost falls
     assert costs[-1] < costs[0], costs
     assert positive >= 1
+
+
+def search_batch(name):
+    """Two synthetic images with labels (classifiers) or boxes (mmyolo's collated format)."""
+    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), dtype=torch.uint8)
+    if name == 'yolov8_n':  # rows: image index, class, x1, y1, x2, y2
+        boxes = torch.tensor([[0, 1, 8., 8., 40., 48.], [1, 2, 4., 10., 30., 60.]])
+        metas = [dict(batch_input_shape=(SIZE, SIZE), img_shape=(SIZE, SIZE))] * 2
+        return dict(inputs=images, data_samples=dict(bboxes_labels=boxes, img_metas=metas))
+    return dict(inputs=list(images), data_samples=[DataSample().set_gt_label(i) for i in range(2)])

@@ -168,10 +168,13 @@ class ResourceLossHook(Hook):
 
     @staticmethod
     def _sync_ema(runner, model) -> None:
-        """An EMA of the weights must not average the structure: copy the live ratios."""
+        """A weight EMA must not average the structure: copy the live ratios and the mutables'
+        state (importance, frozen depth) into the averaged model (mmyolo's EMA also averages
+        buffers)."""
         for hook in runner.hooks:
             if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
-                ema_params = dict(hook.ema_model.module.named_parameters())
-                for name, param in model.named_parameters():
-                    if name.endswith('dms_ratio') and name in ema_params:
-                        ema_params[name].data.copy_(param.data)
+                averaged = hook.ema_model.module.state_dict(keep_vars=True)
+                for name, value in model.state_dict(keep_vars=True).items():
+                    if (name.startswith('mutator.') or name.endswith('dms_ratio')) \
+                            and name in averaged:
+                        averaged[name].data.copy_(value.data)

@@ -11,6 +11,7 @@ from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUn
 from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
 from .vit_space import ViTSearchSpace, find_vision_transformers
@@ -35,7 +36,8 @@ class DMSMutator(ChannelMutator):
         channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
             :class:`DMSMutableChannel` (``step``, ``min_width``, ``importance``, ``normalize``).
         parse_cfg (dict): MMRazor's ``ChannelAnalyzer`` config; ``demo_input`` is the input shape
-            of the tracing forward.
+            of the tracing forward. ``ChannelAnalyzer`` means :class:`DMSChannelAnalyzer`
+            (MMRazor's, plus channel splits and traceable forwards of known modules).
         search_width (bool): search channel widths. Defaults to True.
         search_depth (bool): search the depth of residual stages. Defaults to True.
         block_types (dict | list, optional): more identity-residual block types, by import path
@@ -70,6 +72,8 @@ class DMSMutator(ChannelMutator):
         parse_cfg.setdefault('_scope_', 'mmrazor')
         super().__init__(channel_unit_cfg=channel_unit_cfg, parse_cfg=parse_cfg,
                          init_cfg=init_cfg)
+        if self.parse_cfg.get('type') == 'ChannelAnalyzer':
+            self.parse_cfg['type'] = 'DMSChannelAnalyzer'
         if not issubclass(self.unit_class, DMSChannelUnit):
             raise TypeError(f'DMSMutator needs DMSChannelUnit units, got {self.unit_class}')
         self.search_width = search_width
@@ -132,8 +136,9 @@ class DMSMutator(ChannelMutator):
                 f"MMRazor's channel tracer cannot trace module '{name}' ({path}): {reason}. "
                 'Its layers would silently drop out of the '
                 f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
-                'channels then stay fixed), or make it traceable (e.g. register a DMS handler '
-                'for it, as mmdms does for attention).')
+                'channels then stay fixed), or make it traceable (e.g. give it a traceable '
+                'forward with mmdms.models.mutators.register_trace_forward, as mmdms does for '
+                "mmyolo's CSPLayerWithTwoConv).")
 
     def _prepare_vit(self, model: nn.Module, name: str) -> None:
         space = ViTSearchSpace(model, name, self.unit_default_args)

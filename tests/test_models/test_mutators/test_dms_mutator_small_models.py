@@ -8,6 +8,10 @@ import torch.nn as nn
 from mmrazor.registry import MODELS
 
 from mmdms.models import DMSConv2d, DMSMutator, UntraceableModuleError
+from mmdms.models.mutators.channel_analyzer import SplitSpec, shape_only_nodes
+from mmdms.models.mutators.trace_forwards import output_section_widths, register_trace_forward
+# after mmdms, whose shims let mmrazor.models import on this torch
+from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin  # noqa: E402,I100
 from dms_test_utils import assert_hard_ones_reproduce
 
 
@@ -62,6 +66,73 @@ class SharedLayerModel(nn.Module):
         x = torch.relu(self.shared(x))
         x = torch.relu(self.shared(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class SplitModel(nn.Module):
+    """YOLOv8's CSP pattern: a conv's output split in two parts (tuple unpacking), the second
+    through a residual block, then the parts and the block's output concatenated."""
+
+    def __init__(self, how='split'):
+        super().__init__()
+        self.how = how
+        parts = (6, 6) if how in ('chunk', 'split_size') else (5, 7)
+        self.parts = parts
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.main = nn.Conv2d(8, sum(parts), 1)
+        self.block = nn.Conv2d(parts[1], parts[1], 3, padding=1)
+        self.final = nn.Conv2d(parts[0] + 2 * parts[1], 10, 1)
+        self.head = nn.Linear(10, 4)
+
+    def split(self, x):
+        if self.how == 'chunk':
+            return x.chunk(2, 1)
+        if self.how == 'split_size':
+            return torch.split(x, 6, dim=1)
+        return x.split(self.parts, 1)
+
+    def forward(self, x):
+        a, b = self.split(self.main(torch.relu(self.stem(x))))
+        c = b + self.block(torch.relu(b))
+        y = self.final(torch.cat([a, b, c], 1))
+        return self.head(y.mean(dim=(2, 3)))
+
+    def zeroed_forward(self, x, keep_a, keep_b):
+        """The forward with the channels ``keep_*`` drop zeroed wherever a layer reads them."""
+        a, b = self.split(self.main(torch.relu(self.stem(x))))
+        c = (b + self.block(torch.relu(b * keep_b))) * keep_b
+        y = self.final(torch.cat([a * keep_a, b * keep_b, c], 1))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+@register_trace_forward(SplitModel)
+def split_model_trace_forward(self, x):
+    """SplitModel's forward for the analyzer; in MMRazor's pruned copy it splits where the kept
+    channels of each part lie (the registry's contract)."""
+    y = self.main(torch.relu(self.stem(x)))
+    if isinstance(self.main, DynamicChannelMixin):
+        a, b = y.split(output_section_widths(self.main, self.parts), 1)
+    else:
+        a, b = self.split(y)
+    c = b + self.block(torch.relu(b))
+    return self.head(self.final(torch.cat([a, b, c], 1)).mean(dim=(2, 3)))
+
+
+class StaticSplitModel(SplitModel):
+    """SplitModel without a registered trace forward: its split sizes are fixed numbers."""
+
+
+class ShapeReadModel(nn.Module):
+    """A head that reads batch and spatial sizes off its input, as YOLOv8's head does."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pred = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        b, _, h, w = x.shape
+        return self.pred(x).reshape(b, 4, h * w)
 
 
 class DataDependentBlock(nn.Module):
@@ -171,3 +242,83 @@ def test_untraceable_module_is_named_with_the_way_out():
 def test_unknown_block_type_is_refused():
     with pytest.raises(ValueError, match="Residual block type 'no.such.Block' does not exist"):
         build_mutator(block_types=['no.such.Block'])
+
+
+@pytest.mark.parametrize('how', ['split', 'chunk', 'split_size'])
+def test_split_parts_are_groups_of_their_own(how):
+    model = SplitModel(how)
+    mutator, reference = prepare(model)
+    p0, p1 = model.parts
+    # stem, the two parts (the second bound to the block's output by the residual), final
+    assert widths(mutator) == sorted([8, p0, p1, 10])
+    main_out = model.main.get_mutable_attr('out_channels').mutable_channels
+    assert sorted(main_out) == [(0, p0), (p0, p0 + p1)]
+    first, second = main_out[(0, p0)], main_out[(p0, p0 + p1)]
+    assert first is not second
+    final_in = model.final.get_mutable_attr('in_channels').mutable_channels
+    assert sorted(final_in) == [(0, p0), (p0, p0 + p1), (p0 + p1, p0 + 2 * p1)]
+    assert [final_in[r] for r in sorted(final_in)] == [first, second, second]
+    assert list(model.block.get_mutable_attr('in_channels').mutable_channels.values()) == [second]
+    assert_exact_at_hard_ones(model, reference, mutator)
+
+
+def test_pruning_a_split_part_equals_zeroing_its_channels():
+    model = SplitModel('split')
+    mutator, reference = prepare(model)
+    main_out = model.main.get_mutable_attr('out_channels').mutable_channels
+    first, second = main_out[(0, 5)], main_out[(5, 12)]
+    first.importance.copy_(torch.arange(5, 0, -1).float())
+    first.current_choice = 3
+    second.importance.copy_(torch.tensor([1., 7., 2., 6., 3., 5., 4.]))
+    second.current_choice = 4
+    for m in mutator.dms_mutables():
+        m.fix_chosen()
+    keep_a = torch.tensor([1., 1., 1., 0., 0.]).view(1, -1, 1, 1)
+    keep_b = torch.tensor([0., 1., 0., 1., 0., 1., 1.]).view(1, -1, 1, 1)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = reference.zeroed_forward(x, keep_a, keep_b)
+        assert torch.allclose(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_static_split_without_a_trace_forward_keeps_its_parts_fixed():
+    """MMRazor's pruned-forward check finds that pruning either part breaks ``split((5, 7))``,
+    so both parts stay fixed (their layers are still covered by the other groups)."""
+    model = StaticSplitModel('split')
+    mutator, reference = prepare(model)
+    assert widths(mutator) == [8, 10]
+    assert_exact_at_hard_ones(model, reference, mutator)
+
+
+def test_split_specs_from_fx_nodes():
+    def forward(x):
+        return (x.split((2, 3), 1), x.chunk(3, dim=1), torch.split(x, 2, 1), x.split(2, dim=2),
+                torch.chunk(x, 2, 1))
+
+    nodes = [n for n in torch.fx.symbolic_trace(forward).graph.nodes
+             if n.op in ('call_method', 'call_function')]
+    specs = [SplitSpec.from_fx_node(n) for n in nodes]
+    assert specs[3] is None  # not the channel axis
+    assert [s.part_sizes(5) for s in specs[:3]] == [[2, 3], [2, 2, 1], [2, 2, 1]]
+    assert specs[2].part_sizes(6) == [2, 2, 2] and specs[1].part_sizes(7) == [3, 3, 1]
+    assert specs[4].part_sizes(12) == [6, 6]
+
+
+def test_batch_and_spatial_size_reads_do_not_fix_a_width():
+    model = ShapeReadModel()
+    mutator, reference = prepare(model)
+    # MMRazor alone ties the stem to the model output through ``x.shape`` (the unused ``_``)
+    assert widths(mutator) == [8]
+    assert_exact_at_hard_ones(model, reference, mutator)
+
+
+def test_shape_only_nodes_keep_channel_count_reads():
+    def forward(x):
+        b, c, h, w = x.shape
+        return x.reshape(b, c, h * w) + x.size(0) + x.size(1)
+
+    graph = torch.fx.symbolic_trace(forward).graph
+    dropped = {n.name for n in shape_only_nodes(graph)}
+    # b, h, w, h * w and size(0) carry no channel count; c, size(1) and the shape they come
+    # from stay in the channel graph
+    assert dropped == {'getitem', 'getitem_2', 'getitem_3', 'mul', 'size'}

@@ -1,0 +1,273 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""MMRazor's ChannelAnalyzer, plus channel splits and traceable forwards.
+
+MMRazor 1.0's channel graph knows concatenation but not its inverse: a ``split`` / ``chunk`` along
+the channel axis, and the ``getitem`` that picks one part, become nodes that pass all channels
+through, so the part's consumer sees a width mismatch and the graph cuts it off (mmyolo's
+``CSPLayerWithTwoConv``: main_conv's halves, the bottleneck chain and final_conv drop out of the
+search). :class:`DMSChannelAnalyzer` converts such nodes into :class:`SplitChannelNode` (channels
+``[s_i, s_i + n_i)`` of its input go to part ``i``) and :class:`SplitItemChannelNode` (picks part
+``i``), so every part is a channel range of its own that follows its consumers, and installs the
+traceable forwards of :mod:`.trace_forwards` on its private copy of the model.
+
+It also leaves out of the channel graph what only reads a tensor's batch or spatial sizes
+(``b, _, h, w = x.shape`` then ``reshape(..., h * w)`` in YOLOv8's head): MMRazor treats such a
+read as a consumer of all of ``x``'s channels, and the unused ``_`` as a model output, which ties
+``x``'s width to the output and keeps it fixed. A read of the channel count that reaches a
+consumer is kept as MMRazor has it (pruning ``x`` changes that value).
+"""
+import copy
+import functools
+import operator
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.model.utils import revert_sync_batchnorm
+from mmrazor.models.task_modules.tracer.channel_analyzer import ChannelAnalyzer
+from mmrazor.registry import TASK_UTILS
+from mmrazor.structures.graph.base_graph import BaseGraph
+from mmrazor.structures.graph.channel_flow import ChannelTensor
+from mmrazor.structures.graph.channel_graph import ChannelGraph
+from mmrazor.structures.graph.channel_nodes import (ChannelNode, assert_channel,
+                                                    default_channel_node_converter)
+from mmrazor.structures.graph.module_graph import FxTracerToGraphConverter, ModuleNode
+from mmrazor.structures.graph.pseudo_fx_graph import FxBaseNode
+from torch.fx import Graph as FxGraph
+from torch.fx import Node as FxNode
+
+from .trace_forwards import install_trace_forwards
+
+_SPLIT_METHODS = ('split', 'chunk')
+_SPLIT_FUNCTIONS = (torch.split, torch.chunk, torch.Tensor.split, torch.Tensor.chunk)
+_CHANNEL_DIM = 1  # MMRazor's channel graph follows channels on axis 1 (NCHW convs)
+
+
+class SplitSpec:
+    """How a split divides its input channels: explicit ``sections``, parts of ``split_size``
+    (the last one shorter), or ``chunks`` parts (``torch.chunk``'s rule)."""
+
+    def __init__(self, sections: Optional[List[int]] = None, split_size: Optional[int] = None,
+                 chunks: Optional[int] = None) -> None:
+        self.sections, self.split_size, self.chunks = sections, split_size, chunks
+
+    def part_sizes(self, channels: int) -> List[int]:
+        if self.sections is not None:
+            return list(self.sections)
+        size = self.split_size if self.split_size is not None else -(-channels // self.chunks)
+        size = max(size, 1)
+        return [min(size, channels - start) for start in range(0, channels, size)]
+
+    @classmethod
+    def from_fx_node(cls, node: FxNode) -> Optional['SplitSpec']:
+        """The spec of a static channel-axis ``split`` / ``chunk`` FX node, else None."""
+        if node.op == 'call_method' and node.target in _SPLIT_METHODS:
+            kind = node.target
+        elif node.op == 'call_function' and node.target in _SPLIT_FUNCTIONS:
+            kind = node.target.__name__
+        else:
+            return None
+        arg_name = 'chunks' if kind == 'chunk' else 'split_size_or_sections'
+        args = list(node.args[1:])
+        how = args.pop(0) if args else node.kwargs.get(arg_name, node.kwargs.get('split_size'))
+        dim = args.pop(0) if args else node.kwargs.get('dim', 0)
+        if dim != _CHANNEL_DIM:
+            return None
+        if kind == 'chunk':
+            return cls(chunks=how) if isinstance(how, int) and how > 0 else None
+        if isinstance(how, int) and how > 0:
+            return cls(split_size=how)
+        if isinstance(how, (list, tuple)) and all(isinstance(s, int) for s in how):
+            return cls(sections=list(how))
+        return None  # sizes computed at run time: left to MMRazor's default nodes
+
+
+class _PartsChannelTensor(ChannelTensor):
+    """The output of a split: the whole input for any consumer, plus its ``parts``."""
+
+    def __init__(self, parts: List[ChannelTensor]) -> None:
+        super().__init__(0)
+        self.elems = [elem for part in parts for elem in part.elems]
+        self.parts = parts
+
+
+class SplitChannelNode(ChannelNode):
+    """``torch.split`` / ``chunk`` along the channel axis.
+
+    Part ``i`` is a new channel tensor bound one-to-one to the input channels
+    ``[s_i, s_i + n_i)``. Its own tensor also keeps the parts apart when MMRazor groups channels
+    (it groups by the set of tensors a channel is bound to): without it, two parts that no other
+    layer binds would look like one group.
+    """
+
+    def __init__(self, name: str, val, module_name: str = '',
+                 spec: Optional[SplitSpec] = None) -> None:
+        super().__init__(name, val, module_name)
+        self.spec = spec
+
+    @classmethod
+    def copy_from(cls, node: ModuleNode, spec: Optional[SplitSpec] = None) -> 'SplitChannelNode':
+        return cls(node.name, node.val, node.module_name, spec)
+
+    def channel_forward(self, channel_tensors: List[ChannelTensor]) -> ChannelTensor:
+        assert len(channel_tensors) == 1, f'{self}'
+        tensor = channel_tensors[0]
+        parts, start = [], 0
+        for size in self.spec.part_sizes(len(tensor)):
+            part = ChannelTensor(size)
+            part.union(tensor[start:start + size])
+            parts.append(part)
+            start += size
+        self.in_channel_tensor = tensor
+        self.out_channel_tensor = tensor
+        return _PartsChannelTensor(parts)
+
+    def check_channel(self) -> None:
+        super().check_channel()
+        assert_channel(sum(self.spec.part_sizes(self.in_channels)) == self.in_channels, self)
+
+    def __repr__(self) -> str:
+        return super().__repr__() + '_split'
+
+
+class SplitItemChannelNode(ChannelNode):
+    """``parts[index]`` of a split: its channels are that part's."""
+
+    def __init__(self, name: str, val, module_name: str = '', spec: Optional[SplitSpec] = None,
+                 index: int = 0) -> None:
+        super().__init__(name, val, module_name)
+        self.spec = spec
+        self.index = index
+
+    @classmethod
+    def copy_from(cls, node: ModuleNode, spec: Optional[SplitSpec] = None,
+                  index: int = 0) -> 'SplitItemChannelNode':
+        return cls(node.name, node.val, node.module_name, spec, index)
+
+    def _get_out_channel_by_in_channels(self, in_channels: int) -> int:
+        return self.spec.part_sizes(in_channels)[self.index]
+
+    def channel_forward(self, channel_tensors: List[ChannelTensor]) -> ChannelTensor:
+        assert len(channel_tensors) == 1, f'{self}'
+        part = channel_tensors[0].parts[self.index]
+        self.in_channel_tensor = part
+        self.out_channel_tensor = part
+        return part
+
+    def __repr__(self) -> str:
+        return super().__repr__() + f'_item({self.index})'
+
+
+def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode]) -> ChannelNode:
+    """MMRazor's node converter, with channel splits and the parts picked from them."""
+    fx_node = fx_nodes.get(node.name)
+    if fx_node is not None:
+        spec = SplitSpec.from_fx_node(fx_node)
+        if spec is not None:
+            return SplitChannelNode.copy_from(node, spec)
+        if fx_node.op == 'call_function' and fx_node.target is operator.getitem:
+            source, index = fx_node.args
+            spec = SplitSpec.from_fx_node(source) if isinstance(source, FxNode) else None
+            if spec is not None and isinstance(index, int):
+                return SplitItemChannelNode.copy_from(node, spec, index)
+    return default_channel_node_converter(node)
+
+
+def _is_shape_read(node: FxNode) -> bool:
+    return ((node.op == 'call_function' and node.target is getattr and node.args[1:] == ('shape',))
+            or (node.op == 'call_method' and node.target == 'size'))
+
+
+def _reads_no_channel_count(node: FxNode) -> bool:
+    """Whether a shape read is known to give only batch / spatial sizes (axis >= 0, not 1)."""
+    if node.op == 'call_method':  # x.size(d)
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get('dim')
+    elif node.op == 'call_function' and node.target is operator.getitem:  # x.shape[d]
+        dim = node.args[1]
+    else:
+        return False
+    return isinstance(dim, int) and dim >= 0 and dim != _CHANNEL_DIM
+
+
+def shape_only_nodes(fx_graph: FxGraph) -> set:
+    """FX nodes computed from tensor shapes only that carry no channel dependency.
+
+    Shape-derived nodes are shape reads (``x.shape``, ``x.size()``) and the nodes computed only
+    from them. One carries a channel count if it is the whole shape, a channel-axis (or
+    negative-axis) read, or computed from a carrier. Kept: the carriers that reach a node outside
+    this set, and every shape-derived node one of them is computed from. The other shape-derived
+    nodes (batch / spatial sizes, unused values) are returned.
+    """
+    derived, derived_set, carries = [], set(), set()
+    for node in fx_graph.nodes:
+        inputs = node.all_input_nodes
+        if _is_shape_read(node):
+            whole = node.op == 'call_function' or (len(node.args) < 2 and 'dim' not in node.kwargs)
+            carrier = whole or not _reads_no_channel_count(node)
+        elif node.op in ('call_function', 'call_method') and inputs and \
+                all(i in derived_set for i in inputs):
+            source = node.args[0] if node.args else None
+            if node.target is operator.getitem and isinstance(source, FxNode) and \
+                    source.op == 'call_function' and _is_shape_read(source):
+                carrier = not _reads_no_channel_count(node)  # an axis of the whole shape
+            else:
+                carrier = any(i in carries for i in inputs)
+        else:
+            continue
+        derived.append(node)
+        derived_set.add(node)
+        if carrier:
+            carries.add(node)
+    keep = set()
+    for node in reversed(derived):  # a node's users come after it
+        if (node in carries and any(u not in derived_set for u in node.users)) or \
+                any(u in keep for u in node.users):
+            keep.add(node)
+    return derived_set - keep
+
+
+def parse_fx_graph(fx_graph: FxGraph, drop: set) -> BaseGraph:
+    """MMRazor's ``parse_torch_graph`` without the nodes in ``drop``."""
+    graph = BaseGraph[FxBaseNode]()
+    nodes = {}
+    for fx_node in fx_graph.nodes:
+        if fx_node not in drop:
+            nodes[fx_node] = graph.add_or_find_node(FxBaseNode(fx_node.name, fx_node))
+    for fx_node, node in nodes.items():
+        for pre in fx_node.all_input_nodes:
+            if pre in nodes:
+                graph.connect(nodes[pre], node)
+    return graph
+
+
+@TASK_UTILS.register_module()
+class DMSChannelAnalyzer(ChannelAnalyzer):
+    """MMRazor's ``ChannelAnalyzer`` that also follows channel splits (FX tracer).
+
+    Same arguments and result as MMRazor's (the configs of the channel units); ``DMSMutator``
+    uses it wherever a config names ``ChannelAnalyzer``. With the backward tracer it is MMRazor's.
+    """
+
+    def analyze(self, model):
+        if self.tracer_type != 'FxTracer':
+            return super().analyze(model)
+        # MMRazor's ChannelAnalyzer.analyze (FX branch), without shape-only nodes and with the
+        # split-aware node converter.
+        model = revert_sync_batchnorm(copy.deepcopy(model))
+        model.eval()
+        install_trace_forwards(model)
+        fx_graph = self._fx_trace(model)
+        fx_graph.owning_module = model
+        base_graph = parse_fx_graph(fx_graph, shape_only_nodes(fx_graph))
+        module_graph = FxTracerToGraphConverter(base_graph, model).graph
+        module_graph._model = model
+        module_graph.refresh_module_name()
+        module_graph.check(fix=True)
+        module_graph.check()
+
+        fx_nodes = {node.name: node for node in fx_graph.nodes}
+        channel_graph = ChannelGraph.copy_from(
+            module_graph, functools.partial(split_aware_node_converter, fx_nodes=fx_nodes))
+        channel_graph.check(fix=True)
+        channel_graph.check()
+        channel_graph.forward(self.demo_input.input_shape[1])
+        return self._find_mutable_units(model, channel_graph.generate_units_config())
