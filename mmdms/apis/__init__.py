@@ -1,10 +1,13 @@
 from .export import (OUTPUT_TOLERANCE, export_subnet, hard_mask_difference, initialized_subnet,
                      resource_table, static_subnet)
 from .retrain_config import SEARCH_HOOKS, retrain_config, strip_pretrained
+from .runs import run_search, run_training
 from .search_model import (CheckpointMismatchError, architecture_cfg, build_architecture,
                            build_search_model, load_config, load_search_checkpoint)
+from .uniform_scaling import uniform_structure
 
 __all__ = ['CheckpointMismatchError', 'OUTPUT_TOLERANCE', 'SEARCH_HOOKS', 'architecture_cfg',
            'build_architecture', 'build_search_model', 'export_subnet', 'hard_mask_difference',
            'initialized_subnet', 'load_config', 'load_search_checkpoint', 'resource_table',
-           'retrain_config', 'static_subnet', 'strip_pretrained']
+           'retrain_config', 'run_search', 'run_training', 'static_subnet', 'strip_pretrained',
+           'uniform_structure']

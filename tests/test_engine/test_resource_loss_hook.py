@@ -78,6 +78,7 @@ def test_search_follows_eq10_then_freezes_depth(tmp_path):
         assert mutable.is_frozen
         depth = runner.message_hub.get_scalar(f'train/depth/{key.replace("__", ".")}')
         assert depth.current() == mutable.num_kept
+    assert osp.getsize(osp.join(str(tmp_path), 'structure.png')) > 1000  # drawn at the end
     # the width-only phase keeps the frozen depth in the checkpoint
     state = torch.load(osp.join(str(tmp_path), 'epoch_3.pth'), weights_only=False)['state_dict']
     frozen = [v for k, v in state.items() if k.endswith('frozen_mask')]

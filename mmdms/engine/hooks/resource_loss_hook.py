@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The resource target schedule of a DMS search (paper App. A.1.2, Eq. 10)."""
+import os.path as osp
 import re
 from typing import Optional, Sequence, Union
 
@@ -54,6 +55,8 @@ class ResourceLossHook(Hook):
         width_only_iters (int): the same for iteration-based loops.
         latency_fit (dict, optional): arguments of the latency fit (``fractions``,
             ``repeats``).
+        save_structure (bool): at the end of the search, draw the searched structure (hard
+            masks) into ``work_dir/structure.png`` (like the paper's Fig. 4). Defaults to True.
         match_target (bool): in the width-only phase, make the loss two-sided,
             ``lambda |log(r_c / r_t)|``, so that widths also grow when freezing the depth left
             the model under the target (an mmdms extension; the paper's loss is one-sided, the
@@ -70,7 +73,8 @@ class ResourceLossHook(Hook):
                  width_only_epochs: int = 0,
                  width_only_iters: int = 0,
                  latency_fit: Optional[dict] = None,
-                 match_target: bool = False) -> None:
+                 match_target: bool = False,
+                 save_structure: bool = True) -> None:
         if resource not in RESOURCE_TYPES:
             raise ValueError(f"ResourceLossHook: unknown resource '{resource}'; supported: "
                              f'{", ".join(RESOURCE_TYPES)}')
@@ -91,6 +95,7 @@ class ResourceLossHook(Hook):
         self.width_only_iters = width_only_iters
         self.latency_fit = dict(latency_fit or {})
         self.match_target = match_target
+        self.save_structure = save_structure
         self.supernet_cost: Optional[float] = None
 
     # set-up ------------------------------------------------------------------------------------
@@ -156,6 +161,13 @@ class ResourceLossHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if not self.by_epoch:
             self._enter(runner, runner.iter)
+
+    def after_train(self, runner) -> None:
+        if self.save_structure and is_main_process():
+            from mmdms.visualization import plot_search_structure
+            path = plot_search_structure(self._model(runner),
+                                         osp.join(runner.work_dir, 'structure.png'))
+            runner.logger.info(f'DMS: the searched structure is drawn in {path}')
 
     # logging and EMA ---------------------------------------------------------------------------
     def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[Sequence] = None,

@@ -1,0 +1,53 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Uniformly scaled baselines of a search space: the comparison DMS is judged against."""
+import torch.nn as nn
+
+
+def _keep_fraction(mutable, fraction: float) -> None:
+    kept = round(fraction * mutable.num_elements)
+    mutable.set_kept(min(mutable.num_elements, max(mutable.min_elements, kept, 1)))
+
+
+def uniform_structure(algorithm: nn.Module, target: float, resource: str = 'macs',
+                      scale_depth: bool = False, tolerance: float = 0.02,
+                      steps: int = 40) -> float:
+    """Keep the same fraction of every width (and, with ``scale_depth``, of every stage's
+    blocks) of a DMS search model, bisecting the fraction until the exact (hard-mask) cost is
+    within ``tolerance`` of ``target``.
+
+    Returns:
+        float: the cost of the structure set on ``algorithm``.
+
+    Raises:
+        ValueError: no fraction gets within ``tolerance`` (the space is too coarse).
+    """
+    mutables = list(algorithm.mutator.width_mutables)
+    depths = list(algorithm.mutator.depth_mutables)
+    if scale_depth:
+        mutables += depths
+    else:
+        for mutable in depths:
+            mutable.set_kept(mutable.num_elements)
+
+    def cost_at(fraction: float) -> float:
+        for mutable in mutables:
+            _keep_fraction(mutable, fraction)
+        return algorithm.estimator.estimate(resource, hard=True).item()
+
+    low, high = 0.0, 1.0
+    best = None
+    for _ in range(steps):
+        middle = (low + high) / 2
+        cost = cost_at(middle)
+        if best is None or abs(cost - target) < abs(best[1] - target):
+            best = (middle, cost)
+        if abs(cost - target) <= tolerance * target / 2:
+            break
+        low, high = (middle, high) if cost < target else (low, middle)
+    fraction, cost = best
+    cost = cost_at(fraction)
+    if abs(cost - target) > tolerance * target:
+        kind = 'depth and width' if scale_depth else 'width'
+        raise ValueError(f'No uniform {kind} scaling is within {tolerance:.0%} of {target:.6g} '
+                         f'{resource}: the closest is {cost:.6g}')
+    return cost
