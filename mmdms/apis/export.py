@@ -67,7 +67,13 @@ def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
     x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = _tensors(algorithm(x, mode='tensor'))
-        actual = _tensors(static(x, mode='tensor'))
+        try:
+            actual = _tensors(static(x, mode='tensor'))
+        except RuntimeError as e:
+            raise SubnetError(
+                f'The static subnet fails to run ({e}). A module whose forward reads a channel '
+                'count that pruning changed needs a rule: '
+                'mmdms.structures.register_static_rule') from e
     if len(expected) != len(actual) or any(a.shape != e.shape for a, e in zip(actual, expected)):
         return float('inf')
     return max(((a - e).abs().max() / e.abs().max().clamp_min(1e-12)).item()
