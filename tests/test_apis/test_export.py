@@ -7,6 +7,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
 
 import mmdms.apis.export as export_module
 from dms_test_utils import build_search_model, randomize_structure
@@ -56,6 +57,11 @@ def test_export_writes_subnet_checkpoint_and_config(search_checkpoint, tmp_path)
     assert cfg.load_from == osp.join(work_dir, 'pruned.pth')
     assert cfg.custom_hooks == [] and 'mutator' not in cfg
     assert cfg.train_dataloader.dataset.type == 'DigitsDataset' and cfg.max_epochs == 12
+    assert cfg.custom_imports.imports == ['mmdms']
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)  # as the Runner does
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    model.load_state_dict(ckpt['state_dict'])  # strict: pruned.pth is this model's
 
 
 def test_existing_work_dir_needs_force_and_reinit_loads_nothing(search_checkpoint, tmp_path):
