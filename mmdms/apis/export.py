@@ -148,7 +148,8 @@ def export_subnet(config,
                           f'search model (max relative difference {diff:.3g}); a layer the '
                           'export does not know how to prune?')
     model = initialized_subnet(cfg, subnet) if reinit else static
-    source = dict(config=cfg.filename, checkpoint=osp.abspath(checkpoint), reinit=reinit,
+    source = dict(config=osp.abspath(cfg.filename) if cfg.filename else None,
+                  checkpoint=osp.abspath(checkpoint), reinit=reinit,
                   max_rel_output_diff=diff)
     subnet = dict(subnet, source=source)
     ckpt_meta = dict(mmdms_subnet=dict(source, macs=subnet['macs'], params=subnet['params']))

@@ -125,3 +125,17 @@ def test_retrain_config_drops_the_search_pieces():
     assert out.model.subnet == '{{ fileDirname }}/subnet.json'
     assert out.param_scheduler == cfg.param_scheduler and out.val_evaluator == cfg.val_evaluator
     assert cfg.custom_hooks[0] == dict(type='DMSImportanceHook')  # the input is left alone
+
+
+@pytest.mark.parametrize('name', ['resnet50', 'effnet_b0', 'mobilenet_v2', 'deit_tiny'])
+def test_family_retrain_config_dumps_and_reloads(name, tmp_path):
+    from mmdms.apis import load_config
+    cfg = load_config(osp.join(REPO, 'configs', 'dms', f'{name}.py'))
+    path = str(tmp_path / 'config.py')
+    retrain_config(cfg).dump(path)
+    out = Config.fromfile(path)
+    assert out.model.type == 'DMSSubnet' and out.model.architecture == cfg.model.architecture
+    assert out.model.subnet == str(tmp_path / 'subnet.json')
+    assert out.load_from == str(tmp_path / 'pruned.pth')
+    assert all(h['type'] != 'DMSImportanceHook' for h in out.custom_hooks)
+    assert out.train_cfg == cfg.train_cfg and out.train_dataloader == cfg.train_dataloader
