@@ -67,7 +67,13 @@ def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
     x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = _tensors(algorithm(x, mode='tensor'))
-        actual = _tensors(static(x, mode='tensor'))
+        try:
+            actual = _tensors(static(x, mode='tensor'))
+        except RuntimeError as e:
+            raise SubnetError(
+                f'The static subnet fails to run ({e}). A module whose forward reads a channel '
+                'count that pruning changed needs a rule: '
+                'mmdms.structures.register_static_rule') from e
     if len(expected) != len(actual) or any(a.shape != e.shape for a, e in zip(actual, expected)):
         return float('inf')
     return max(((a - e).abs().max() / e.abs().max().clamp_min(1e-12)).item()
@@ -142,7 +148,8 @@ def export_subnet(config,
                           f'search model (max relative difference {diff:.3g}); a layer the '
                           'export does not know how to prune?')
     model = initialized_subnet(cfg, subnet) if reinit else static
-    source = dict(config=cfg.filename, checkpoint=osp.abspath(checkpoint), reinit=reinit,
+    source = dict(config=osp.abspath(cfg.filename) if cfg.filename else None,
+                  checkpoint=osp.abspath(checkpoint), reinit=reinit,
                   max_rel_output_diff=diff)
     subnet = dict(subnet, source=source)
     ckpt_meta = dict(mmdms_subnet=dict(source, macs=subnet['macs'], params=subnet['params']))

@@ -7,8 +7,11 @@ channels the subnet names (weights, biases and BatchNorm statistics alike; a dep
 :class:`~mmdms.models.architectures.PrunedMultiheadAttention`, free parameters (class token,
 position embedding) are sliced on their last axis and removed blocks become
 :class:`~mmdms.models.architectures.RemovedBlock` identities.
+
+A module that reads a channel count in its ``forward`` (e.g. a split size) needs a rule that
+updates it after its layers are sliced: :func:`register_static_rule`.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -122,6 +125,23 @@ def check_subnet_fits(model: nn.Module, subnet: Dict) -> None:
                           'another config?): ' + '; '.join(shown))
 
 
+#: Module type -> ``rule(module, name, subnet)``, run after slicing on every such module that
+#: is not in a removed block.
+STATIC_RULES: Dict[type, Callable[[nn.Module, str, Dict], None]] = {}
+
+
+def register_static_rule(module_type: type):
+    """Register ``rule(module, name, subnet)`` for modules of ``module_type`` (subclasses
+    included): it makes a module whose ``forward`` reads channel counts (split sizes, reshape
+    widths) consistent with its sliced layers. Use as a decorator."""
+
+    def register(rule):
+        STATIC_RULES[module_type] = rule
+        return rule
+
+    return register
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -154,4 +174,9 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
         owner_name, _, attr = name.rpartition('.')
         owner = model.get_submodule(owner_name) if owner_name else model
         _set_param(owner, attr, _select(getattr(owner, attr), -1, spec['kept']))
+    if STATIC_RULES:
+        for name, module in list(model.named_modules()):
+            for module_type, rule in STATIC_RULES.items():
+                if isinstance(module, module_type) and not in_removed_block(name, subnet):
+                    rule(module, name, subnet)
     return model

@@ -7,6 +7,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import MODELS, DefaultScope
 
 import mmdms.apis.export as export_module
 from dms_test_utils import build_search_model, randomize_structure
@@ -56,6 +57,11 @@ def test_export_writes_subnet_checkpoint_and_config(search_checkpoint, tmp_path)
     assert cfg.load_from == osp.join(work_dir, 'pruned.pth')
     assert cfg.custom_hooks == [] and 'mutator' not in cfg
     assert cfg.train_dataloader.dataset.type == 'DigitsDataset' and cfg.max_epochs == 12
+    assert cfg.custom_imports.imports == ['mmdms']
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)  # as the Runner does
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    model.load_state_dict(ckpt['state_dict'])  # strict: pruned.pth is this model's
 
 
 def test_existing_work_dir_needs_force_and_reinit_loads_nothing(search_checkpoint, tmp_path):
@@ -119,3 +125,17 @@ def test_retrain_config_drops_the_search_pieces():
     assert out.model.subnet == '{{ fileDirname }}/subnet.json'
     assert out.param_scheduler == cfg.param_scheduler and out.val_evaluator == cfg.val_evaluator
     assert cfg.custom_hooks[0] == dict(type='DMSImportanceHook')  # the input is left alone
+
+
+@pytest.mark.parametrize('name', ['resnet50', 'effnet_b0', 'mobilenet_v2', 'deit_tiny'])
+def test_family_retrain_config_dumps_and_reloads(name, tmp_path):
+    from mmdms.apis import load_config
+    cfg = load_config(osp.join(REPO, 'configs', 'dms', f'{name}.py'))
+    path = str(tmp_path / 'config.py')
+    retrain_config(cfg).dump(path)
+    out = Config.fromfile(path)
+    assert out.model.type == 'DMSSubnet' and out.model.architecture == cfg.model.architecture
+    assert out.model.subnet == str(tmp_path / 'subnet.json')
+    assert out.load_from == str(tmp_path / 'pruned.pth')
+    assert all(h['type'] != 'DMSImportanceHook' for h in out.custom_hooks)
+    assert out.train_cfg == cfg.train_cfg and out.train_dataloader == cfg.train_dataloader

@@ -12,12 +12,13 @@ import mmdms  # noqa: F401  (compat shims before mmpretrain is imported)
 from dms_test_utils import randomize_structure
 from mmengine.model import BaseModel
 from mmpretrain.models.utils.attention import MultiheadAttention
+from mmdms.apis import hard_mask_difference
 from mmdms.models import DMS, DMSSubnet
 from mmdms.models.architectures import PrunedMultiheadAttention, RemovedBlock
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.mutators.vit_space import DMSMultiheadAttention
-from mmdms.structures import (SubnetError, check_subnet_fits, dump_subnet, load_subnet,
-                              prune_layer, subnet_from_algorithm)
+from mmdms.structures import (STATIC_RULES, SubnetError, check_subnet_fits, dump_subnet,
+                              load_subnet, prune_layer, prune_to_subnet, subnet_from_algorithm)
 from mmdms.utils import count_macs, count_params
 
 
@@ -122,3 +123,33 @@ def test_grouped_conv_is_refused():
     with pytest.raises(SubnetError, match='grouped conv'):
         prune_layer(conv, [0, 1, 2], [0, 1, 2], 'conv')
     prune_layer(conv, None, None, 'conv')  # unpruned: fine
+
+
+def test_static_rules_run_on_their_modules(monkeypatch):
+    torch.manual_seed(0)
+    search = randomize_structure(search_model(Net()), seed=2)
+    subnet = subnet_from_algorithm(search)
+    calls = []
+    monkeypatch.setitem(STATIC_RULES, nn.AdaptiveAvgPool2d,
+                        lambda module, name, spec: calls.append((name, spec is subnet)))
+    prune_to_subnet(Net(), subnet)
+    assert calls == [('pool', True)]
+
+
+def test_a_static_model_that_fails_to_run_is_a_subnet_error():
+
+    class Search(nn.Module):
+
+        def dms_mutables(self):
+            return []
+
+        def forward(self, x, mode='tensor'):
+            return x
+
+    class Broken(nn.Module):
+
+        def forward(self, x, mode='tensor'):
+            raise RuntimeError('split_with_sizes expects split_sizes to sum exactly to 12')
+
+    with pytest.raises(SubnetError, match='register_static_rule'):
+        hard_mask_difference(Search(), Broken(), (1, 3))

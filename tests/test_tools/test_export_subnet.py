@@ -31,8 +31,9 @@ def search_checkpoint(tmp_path_factory):
 
 def run(*args):
     # PYTHONPATH: the tools import this checkout's mmdms, not another installed one
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS=str(torch.get_num_threads()))
     result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO), timeout=600)
+                            env=env, timeout=600)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     return result.stdout + result.stderr
 

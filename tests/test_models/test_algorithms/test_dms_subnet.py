@@ -16,7 +16,7 @@ from mmdms.structures import dump_subnet, subnet_from_algorithm
 from mmdms.utils import count_macs, count_params
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-SIZE = 32
+SIZE = 64
 FAMILIES = ['resnet50', 'effnet_b0', 'mobilenet_v2', 'deit_tiny']
 
 
