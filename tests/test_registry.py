@@ -27,8 +27,8 @@ def test_custom_imports_in_a_config(tmp_path):
 def test_algorithm_mutator_and_ops_in_mmrazor_registry():
     from mmrazor.registry import MODELS
     for name in ('DMS', 'DMSMutator', 'DMSChannelUnit', 'DMSConv2d', 'DMSLinear',
-                 'DMSLayerNorm', 'DMSMaskContainer', 'DMSSubnet', 'PrunedMultiheadAttention',
-                 'RemovedBlock'):
+                 'DMSLayerNorm', 'DMSMaskContainer', 'DMSSubnet', 'PrunedCSPLayerWithTwoConv',
+                 'PrunedMultiheadAttention', 'RemovedBlock'):
         assert MODELS.get(name) is not None, name
 
 

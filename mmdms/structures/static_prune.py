@@ -9,7 +9,8 @@ position embedding) are sliced on their last axis and removed blocks become
 :class:`~mmdms.models.architectures.RemovedBlock` identities.
 
 A module that reads a channel count in its ``forward`` (e.g. a split size) needs a rule that
-updates it after its layers are sliced: :func:`register_static_rule`.
+updates it after its layers are sliced: :func:`register_static_rule` (the rules for the model
+families' modules, e.g. mmyolo's ``CSPLayerWithTwoConv``, are in :mod:`.static_rules`).
 """
 from typing import Callable, Dict, List, Optional, Sequence
 

@@ -127,7 +127,8 @@ def test_retrain_config_drops_the_search_pieces():
     assert cfg.custom_hooks[0] == dict(type='DMSImportanceHook')  # the input is left alone
 
 
-@pytest.mark.parametrize('name', ['resnet50', 'effnet_b0', 'mobilenet_v2', 'deit_tiny'])
+@pytest.mark.parametrize('name', ['resnet50', 'effnet_b0', 'mobilenet_v2', 'deit_tiny',
+                                  'yolov8_n'])
 def test_family_retrain_config_dumps_and_reloads(name, tmp_path):
     from mmdms.apis import load_config
     cfg = load_config(osp.join(REPO, 'configs', 'dms', f'{name}.py'))
@@ -139,3 +140,28 @@ def test_family_retrain_config_dumps_and_reloads(name, tmp_path):
     assert out.load_from == str(tmp_path / 'pruned.pth')
     assert all(h['type'] != 'DMSImportanceHook' for h in out.custom_hooks)
     assert out.train_cfg == cfg.train_cfg and out.train_dataloader == cfg.train_dataloader
+
+
+def test_yolov8_exports_and_its_retrain_config_loads_pruned_pth(tmp_path):
+    """export_subnet on a random YOLOv8 structure (64 px); configs/dms/yolov8_n_retrain.py,
+    pointed at the subnet.json with --cfg-options, builds the model pruned.pth loads into."""
+    from mmdms.apis import build_search_model as build
+    from mmdms.apis import load_config
+    config = osp.join(REPO, 'configs', 'dms', 'yolov8_n.py')
+    size = {'model.mutator.parse_cfg.demo_input': (1, 3, 64, 64)}
+    search = randomize_structure(build(load_config(config, size)), seed=3)
+    path = str(tmp_path / 'search.pth')
+    torch.save(dict(state_dict=search.state_dict()), path)
+    result = export_subnet(config, path, str(tmp_path / 'subnet'), cfg_options=size)
+    assert result['max_rel_output_diff'] <= 1e-4 and result['input_shape'] == [1, 3, 64, 64]
+    subnet = load_subnet(result['files']['subnet.json'])
+    assert subnet['macs'] < subnet['supernet']['macs']
+
+    retrain = Config.fromfile(osp.join(REPO, 'configs', 'dms', 'yolov8_n_retrain.py'))
+    retrain.merge_from_dict({'model.subnet': result['files']['subnet.json']})
+    assert retrain.default_scope == 'mmyolo'
+    assert [h['type'] for h in retrain.custom_hooks] == ['EMAHook', 'mmdet.PipelineSwitchHook']
+    with DefaultScope.overwrite_default_scope(retrain.default_scope):
+        model = MODELS.build(retrain.model)
+    ckpt = torch.load(result['files']['pruned.pth'], map_location='cpu')
+    model.load_state_dict(ckpt['state_dict'])  # strict

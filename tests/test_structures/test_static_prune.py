@@ -14,7 +14,8 @@ from mmengine.model import BaseModel
 from mmpretrain.models.utils.attention import MultiheadAttention
 from mmdms.apis import hard_mask_difference
 from mmdms.models import DMS, DMSSubnet
-from mmdms.models.architectures import PrunedMultiheadAttention, RemovedBlock
+from mmdms.models.architectures import (PrunedCSPLayerWithTwoConv, PrunedMultiheadAttention,
+                                       RemovedBlock)
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.mutators.vit_space import DMSMultiheadAttention
 from mmdms.structures import (STATIC_RULES, SubnetError, check_subnet_fits, dump_subnet,
@@ -153,3 +154,36 @@ def test_a_static_model_that_fails_to_run_is_a_subnet_error():
 
     with pytest.raises(SubnetError, match='register_static_rule'):
         hard_mask_difference(Search(), Broken(), (1, 3))
+
+
+class CSPNet(BaseModel):
+    """A stem conv, then mmyolo's CSPLayerWithTwoConv with two shortcut bottlenecks."""
+
+    def __init__(self):
+        super().__init__()
+        from mmyolo.models.layers.yolo_bricks import CSPLayerWithTwoConv
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.csp = CSPLayerWithTwoConv(8, 12, num_blocks=2, add_identity=True)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.csp(self.stem(inputs))
+
+
+def test_csp_layer_splits_at_the_kept_widths_of_its_halves():
+    torch.manual_seed(0)
+    plain = CSPNet()
+    search = randomize_structure(search_model(copy.deepcopy(plain)), seed=1).eval()
+    subnet = subnet_from_algorithm(search)
+    plain.load_state_dict(search.architecture.state_dict())
+    static = DMSSubnet(plain, subnet).eval()
+    csp = static.architecture.csp
+    assert isinstance(csp, PrunedCSPLayerWithTwoConv)
+    kept = subnet['layers']['csp.main_conv.conv']['kept_out']
+    assert csp.split_sizes == (sum(i < 6 for i in kept), sum(i >= 6 for i in kept))
+    assert csp.split_sizes[0] != csp.split_sizes[1]
+    assert hard_mask_difference(search, static, (2, 3, 16, 16)) <= 1e-4
+    assert count_macs(static, subnet['input_shape']) == subnet['macs']
+    assert count_params(static) == subnet['params']
+    assert static.state_dict().keys() == DMSSubnet(CSPNet(), subnet).state_dict().keys()
+    with pytest.raises(ValueError, match='two non-empty halves'):
+        PrunedCSPLayerWithTwoConv.convert_from(csp, (sum(csp.split_sizes), 0))
