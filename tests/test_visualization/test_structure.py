@@ -21,8 +21,8 @@ def test_widths_depths_and_png(tmp_path, monkeypatch):
     assert rows['head.fc'] == (10, 10)  # the classes are not searched
     for block in subnet['removed_blocks']:
         assert rows[f'{block}.conv1'][1] == 0
-    assert ('backbone.layer1.0-1', 2, len(search.mutator.stage_mutables[
-        'backbone__layer1__0-1'].kept_blocks())) in stage_depths(subnet)
+    assert ('backbone.layer1.0-2', 3, len(search.mutator.stage_mutables[
+        'backbone__layer1__0-2'].kept_blocks())) in stage_depths(subnet)
 
     out = str(tmp_path / 'fig.png')
     assert plot_search_structure(search, out) == out
