@@ -82,15 +82,18 @@ def main() -> None:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench_quality'))
     args = parser.parse_args()
-    results = {seed: run_seed(args.work_dir, seed) for seed in args.seeds}
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
+    results = {}
+    for seed in args.seeds:  # saved after every seed: a long run keeps what it measured
+        results[seed] = run_seed(args.work_dir, seed)
+        with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+            json.dump(results, f, indent=2)
     print(f'\nseeds {args.seeds}; retrain: configs/dms/demo/digits_retrain.py\n')
     print('| model | MACs (M) | vs DMS MACs | params (M) | val top-1 (%) | search cost (s) |')
     print('|---|---|---|---|---|---|')
+    seeds = list(results)
     for name in VARIANTS:
-        rows = [results[s][name] for s in args.seeds]
-        gaps = [r['macs'] / results[s]['dms']['macs'] - 1 for s, r in zip(args.seeds, rows)]
+        rows = [results[s][name] for s in seeds]
+        gaps = [r['macs'] / results[s]['dms']['macs'] - 1 for s, r in zip(seeds, rows)]
         print(f"| {name} | {mean_std([r['macs'] / 1e6 for r in rows])} "
               f"| {max(gaps, key=abs):+.1%} "
               f"| {mean_std([r['params'] / 1e6 for r in rows])} "

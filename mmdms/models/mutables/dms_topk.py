@@ -116,8 +116,18 @@ class DMSTopkMixin:
         return hook
 
     def element_hard_mask(self) -> Tensor:
-        """Hard 0/1 mask over the elements: kept iff ``m >= 0.5``."""
-        return hard_mask(self.normalized_importance(), self._projected_ratio().detach())
+        """Hard 0/1 mask over the elements: kept iff ``m >= 0.5``.
+
+        With Eq. 2's ranks the ratio's range keeps ``min_elements``. Without them
+        (``normalize=False``, the Table 12 ablation) raw importance can lie entirely below the
+        ratio: the ``min_elements`` most important elements are then kept anyway, so no width or
+        stage is ever exported empty.
+        """
+        mask = hard_mask(self.normalized_importance(), self._projected_ratio().detach())
+        if not self.normalize and self.min_elements > 0 and mask.sum() < self.min_elements:
+            order = torch.sort(self.importance, descending=True, stable=True).indices
+            mask[order[:self.min_elements]] = 1.0
+        return mask
 
     @property
     def num_kept(self) -> int:

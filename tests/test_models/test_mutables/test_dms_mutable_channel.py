@@ -100,3 +100,13 @@ def test_state_dict_restores_ratio_importance_and_masks():
     b.load_state_dict(a.state_dict())
     assert set(a.state_dict()) == {'dms_ratio', 'importance'}
     assert torch.equal(a.hard_mask, b.hard_mask) and torch.equal(a.soft_mask, b.soft_mask)
+
+
+def test_without_normalisation_min_width_still_holds():
+    """Table 12 ablation: raw importance all below the ratio must not empty the width."""
+    mutable = DMSMutableChannel(8, min_width=3, normalize=False)
+    with torch.no_grad():
+        mutable.importance.copy_(torch.tensor([1e-8, 5e-8, 2e-8, 0., 3e-8, 1e-9, 0., 4e-8]))
+        mutable.dms_ratio.fill_(0.5)
+    assert mutable.hard_mask.tolist() == [0, 1, 0, 0, 1, 0, 0, 1]  # the 3 most important
+    assert sorted(mutable.kept_channel_indices()) == [1, 4, 7]
