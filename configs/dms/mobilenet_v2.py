@@ -19,4 +19,6 @@ custom_hooks = [
     dict(type='DMSImportanceHook'),
     dict(type='ResourceLossHook', resource='macs', target='0.3G', lambda_resource=1.0,
          width_only_epochs=3, match_target=True),
+    # a resumed search draws the same random numbers as an uninterrupted one
+    dict(type='RandomStateHook'),
 ]
