@@ -20,6 +20,7 @@ custom_hooks = [
     dict(type='DMSImportanceHook'),
     dict(type='ResourceLossHook', resource='macs', target='0.39G', lambda_resource=1.0,
          width_only_epochs=3, match_target=True),
-    # a resumed search draws the same random numbers as an uninterrupted one
+    # stop at a NaN / inf loss without checkpointing it; resume draws the same random numbers
+    dict(type='DMSNaNGuardHook'),
     dict(type='RandomStateHook'),
 ]

@@ -35,7 +35,7 @@ CONFIGS = {
 }
 # custom_hooks: the training config's own hooks, then the DMS hooks
 HOOKS = {'yolov8_n': ['EMAHook', 'mmdet.PipelineSwitchHook']}
-DMS_HOOKS = ['DMSImportanceHook', 'ResourceLossHook', 'RandomStateHook']
+DMS_HOOKS = ['DMSImportanceHook', 'ResourceLossHook', 'DMSNaNGuardHook', 'RandomStateHook']
 
 
 def load(name):

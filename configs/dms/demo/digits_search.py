@@ -23,7 +23,8 @@ custom_hooks = [
     dict(type='ResourceLossHook', resource='macs', target_ratio=0.5,
          lambda_resource=lambda_resource, width_only_epochs=width_only_epochs,
          match_target=True),
-    # a resumed search draws the same random numbers as an uninterrupted one
+    # stop at a NaN / inf loss without checkpointing it; resume draws the same random numbers
+    dict(type='DMSNaNGuardHook'),
     dict(type='RandomStateHook'),
 ]
 # Structure parameters: their own learning rate, no weight decay (standard paramwise_cfg).
