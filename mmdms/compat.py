@@ -174,6 +174,41 @@ def _init_dist_pytorch_without_cuda() -> None:
     dist_utils._init_dist_pytorch = init_dist_pytorch
 
 
+@_patch('cpu_slurm_init')
+def _init_dist_slurm_without_cuda() -> None:
+    """Start ``launcher='slurm'`` (``tools/slurm_train.sh``) on nodes without CUDA, with gloo.
+
+    mmengine's ``_init_dist_slurm`` sets up ``MASTER_ADDR`` / ``RANK`` / ``WORLD_SIZE`` from the
+    SLURM variables and then calls ``torch.cuda.set_device(local_rank)``, which fails on a CPU
+    build with ``AttributeError: module 'torch._C' has no attribute '_cuda_setDevice'``. Without
+    CUDA this runs mmengine's function with ``set_device`` made a no-op for the call and
+    ``nccl`` replaced by ``gloo``; with CUDA (or MLU) mmengine's function runs unchanged.
+    """
+    import mmengine.dist.utils as dist_utils
+
+    original = dist_utils._init_dist_slurm
+    if getattr(original, '_mmdms_patched', False):
+        return
+
+    @functools.wraps(original)
+    def init_dist_slurm(backend: str = 'nccl', port=None, init_backend: str = 'torch',
+                        **kwargs) -> None:
+        from mmengine.device import is_mlu_available
+        if torch.cuda.is_available() or is_mlu_available() or init_backend != 'torch':
+            return original(backend, port=port, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            backend = 'gloo'
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
+            original(backend, port=port, init_backend=init_backend, **kwargs)
+        finally:
+            torch.cuda.set_device = set_device
+
+    init_dist_slurm._mmdms_patched = True
+    dist_utils._init_dist_slurm = init_dist_slurm
+
+
 @_patch('cpu_ddp_device_ids')
 def _ddp_without_device_ids_on_cpu() -> None:
     """Wrap a CPU model in DDP although the Runner passes ``device_ids=[LOCAL_RANK]``.

@@ -44,6 +44,17 @@ CASES = {
         init_dist('pytorch', backend='nccl')
         assert torch.distributed.get_backend() == 'gloo'
         """), "has no attribute '_cuda_setDevice'"),
+    # what srun sets for one task (scontrol is not needed when MASTER_ADDR is set)
+    'cpu_slurm_init': (textwrap.dedent("""
+        import os
+        os.environ.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+                          SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1',
+                          MASTER_PORT=str(__import__('random').randint(20000, 40000)))
+        import mmdms, torch
+        from mmengine.dist import init_dist
+        init_dist('slurm', backend='nccl')
+        assert torch.distributed.get_backend() == 'gloo' and os.environ['RANK'] == '0'
+        """), "has no attribute '_cuda_setDevice'"),
     'cpu_ddp_device_ids': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
         import mmdms, torch
         torch.distributed.init_process_group('gloo')
