@@ -209,6 +209,39 @@ def _init_dist_slurm_without_cuda() -> None:
     dist_utils._init_dist_slurm = init_dist_slurm
 
 
+@_patch('cpu_ddp_sync_batchnorm')
+def _ddp_reverts_sync_batchnorm_on_cpu() -> None:
+    """Train a SyncBN model (mmyolo's SyncBN configs, DMSSyncBatchNorm) in DDP on CPU.
+
+    torch's DDP refuses it: ``ValueError: SyncBatchNorm layers only work with GPU modules``
+    (and SyncBatchNorm's forward has no CPU kernels: ``SyncBatchNorm expected input tensor to be
+    on GPU``). For a module whose parameters are all on the CPU, the SyncBatchNorm layers are
+    turned into BatchNorm before wrapping (``mmengine.model.revert_sync_batchnorm``, what
+    mmengine's Runner does for a single process): the same parameters and buffers, statistics
+    per process. With GPU modules DDP is built unchanged.
+    """
+    from mmengine.logging import print_log
+    from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+
+    original = MMDistributedDataParallel.__init__
+    if getattr(original, '_mmdms_sync_bn_patched', False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, module, *args, **kwargs):
+        devices = {p.device.type for p in module.parameters()}
+        if devices <= {'cpu'} and any(isinstance(m, torch.nn.SyncBatchNorm)
+                                      for m in module.modules()):
+            print_log('SyncBatchNorm on CPU: reverted to BatchNorm for DistributedDataParallel '
+                      '(no CPU kernels); each process normalises with its own statistics',
+                      logger='current', level=30)
+            module = revert_sync_batchnorm(module)
+        original(self, module, *args, **kwargs)
+
+    __init__._mmdms_sync_bn_patched = True
+    MMDistributedDataParallel.__init__ = __init__
+
+
 @_patch('cpu_ddp_device_ids')
 def _ddp_without_device_ids_on_cpu() -> None:
     """Wrap a CPU model in DDP although the Runner passes ``device_ids=[LOCAL_RANK]``.

@@ -21,6 +21,8 @@ class RankStateDumpHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         depth = getattr(getattr(model, 'mutator', None), 'depth_mutables', [])
-        torch.save(dict(state_dict=state, frozen=[m.is_frozen for m in depth],
+        norms = sorted({type(m).__name__ for m in model.modules()
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)})
+        torch.save(dict(state_dict=state, frozen=[m.is_frozen for m in depth], norm_types=norms,
                         world_size=get_world_size(), iter=runner.iter, epoch=runner.epoch),
                    osp.join(runner.work_dir, f'rank{get_rank()}.pth'))

@@ -1,12 +1,14 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """tools/dist_train.sh runs the digits DMS search on 2 processes (gloo on CPU): afterwards both
-ranks hold the same structure, importance and weights, bit for bit."""
+ranks hold the same structure, importance and weights, bit for bit; also with a SyncBN
+supernet (as mmyolo's configs use)."""
 import os
 import os.path as osp
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -14,7 +16,8 @@ TESTS = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'dms', 'demo', 'digits_search.py')
 
 
-def test_two_rank_search_stays_in_sync(tmp_path):
+@pytest.mark.parametrize('norm', ['BN', 'SyncBN'])
+def test_two_rank_search_stays_in_sync(tmp_path, norm):
     work = str(tmp_path / 'search')
     port = str(29500 + (os.getpid() + 500) % 1000)
     options = [
@@ -26,6 +29,7 @@ def test_two_rank_search_stays_in_sync(tmp_path):
         # each rank draws other random crops too
         'randomness.seed=0', 'randomness.diff_rank_seed=True',
         'default_hooks.rank_state_dump.type=rank_state_dump.RankStateDumpHook',
+        f'model.architecture.backbone.norm_cfg.type={norm}',
     ]
     start = time.monotonic()
     env = dict(os.environ, PYTHON=sys.executable, PORT=port,
@@ -35,11 +39,14 @@ def test_two_rank_search_stays_in_sync(tmp_path):
                             capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - start
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    print(f'2-rank digits search: {elapsed:.1f} s')
+    print(f'2-rank digits search ({norm}): {elapsed:.1f} s')
 
     r0, r1 = (torch.load(osp.join(work, f'rank{r}.pth'), map_location='cpu')
               for r in (0, 1))
     assert r0['world_size'] == r1['world_size'] == 2
+    # DMS replaced the BatchNorm layers by its ops; SyncBN ones became BatchNorm for DDP on CPU
+    # (mmdms.compat; torch has no CPU SyncBN), as mmengine's Runner does for one process
+    assert r0['norm_types'] == {'BN': ['DMSBatchNorm2d'], 'SyncBN': ['_BatchNormXd']}[norm]
     assert r0['iter'] == r1['iter'] == 6 and r0['epoch'] == r1['epoch'] == 2
     s0, s1 = r0['state_dict'], r1['state_dict']
     assert s0.keys() == s1.keys()
