@@ -174,6 +174,74 @@ def _init_dist_pytorch_without_cuda() -> None:
     dist_utils._init_dist_pytorch = init_dist_pytorch
 
 
+@_patch('cpu_slurm_init')
+def _init_dist_slurm_without_cuda() -> None:
+    """Start ``launcher='slurm'`` (``tools/slurm_train.sh``) on nodes without CUDA, with gloo.
+
+    mmengine's ``_init_dist_slurm`` sets up ``MASTER_ADDR`` / ``RANK`` / ``WORLD_SIZE`` from the
+    SLURM variables and then calls ``torch.cuda.set_device(local_rank)``, which fails on a CPU
+    build with ``AttributeError: module 'torch._C' has no attribute '_cuda_setDevice'``. Without
+    CUDA this runs mmengine's function with ``set_device`` made a no-op for the call and
+    ``nccl`` replaced by ``gloo``; with CUDA (or MLU) mmengine's function runs unchanged.
+    """
+    import mmengine.dist.utils as dist_utils
+
+    original = dist_utils._init_dist_slurm
+    if getattr(original, '_mmdms_patched', False):
+        return
+
+    @functools.wraps(original)
+    def init_dist_slurm(backend: str = 'nccl', port=None, init_backend: str = 'torch',
+                        **kwargs) -> None:
+        from mmengine.device import is_mlu_available
+        if torch.cuda.is_available() or is_mlu_available() or init_backend != 'torch':
+            return original(backend, port=port, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':
+            backend = 'gloo'
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
+            original(backend, port=port, init_backend=init_backend, **kwargs)
+        finally:
+            torch.cuda.set_device = set_device
+
+    init_dist_slurm._mmdms_patched = True
+    dist_utils._init_dist_slurm = init_dist_slurm
+
+
+@_patch('cpu_ddp_sync_batchnorm')
+def _ddp_reverts_sync_batchnorm_on_cpu() -> None:
+    """Train a SyncBN model (mmyolo's SyncBN configs, DMSSyncBatchNorm) in DDP on CPU.
+
+    torch's DDP refuses it: ``ValueError: SyncBatchNorm layers only work with GPU modules``
+    (and SyncBatchNorm's forward has no CPU kernels: ``SyncBatchNorm expected input tensor to be
+    on GPU``). For a module whose parameters are all on the CPU, the SyncBatchNorm layers are
+    turned into BatchNorm before wrapping (``mmengine.model.revert_sync_batchnorm``, what
+    mmengine's Runner does for a single process): the same parameters and buffers, statistics
+    per process. With GPU modules DDP is built unchanged.
+    """
+    from mmengine.logging import print_log
+    from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+
+    original = MMDistributedDataParallel.__init__
+    if getattr(original, '_mmdms_sync_bn_patched', False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, module, *args, **kwargs):
+        devices = {p.device.type for p in module.parameters()}
+        if devices <= {'cpu'} and any(isinstance(m, torch.nn.SyncBatchNorm)
+                                      for m in module.modules()):
+            print_log('SyncBatchNorm on CPU: reverted to BatchNorm for DistributedDataParallel '
+                      '(no CPU kernels); each process normalises with its own statistics',
+                      logger='current', level=30)
+            module = revert_sync_batchnorm(module)
+        original(self, module, *args, **kwargs)
+
+    __init__._mmdms_sync_bn_patched = True
+    MMDistributedDataParallel.__init__ = __init__
+
+
 @_patch('cpu_ddp_device_ids')
 def _ddp_without_device_ids_on_cpu() -> None:
     """Wrap a CPU model in DDP although the Runner passes ``device_ids=[LOCAL_RANK]``.

@@ -59,3 +59,26 @@ def randomize_structure(model, seed=0):
                     module.weight.uniform_(0.5, 1.5, generator=g)
                     module.bias.uniform_(-0.5, 0.5, generator=g)
     return model
+
+
+def digits_search_config(work_dir, epochs=2, width_only=1, samples=64, batch_size=16, **hooks):
+    """configs/dms/demo/digits_search.py shrunk to ``samples`` training images per epoch
+    (``samples / batch_size`` iterations) and ``epochs`` epochs, ``width_only`` of them
+    width-only; validation on 40 images at the end only. ``hooks`` override the config's hook
+    arguments by type, e.g. ``ResourceLossHook=dict(lambda_resource=2.0)``."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(repo, 'configs', 'dms', 'demo', 'digits_search.py'))
+    cfg.train_dataloader.dataset.indices = samples
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.val_dataloader.dataset.indices = 40
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=epochs)
+    for hook in cfg.custom_hooks:
+        if hook['type'] == 'ResourceLossHook':
+            hook['width_only_epochs'] = width_only
+        hook.update(hooks.get(hook['type'], {}))
+    cfg.default_hooks.logger.interval = 1
+    cfg.work_dir = work_dir
+    return cfg

@@ -44,6 +44,27 @@ CASES = {
         init_dist('pytorch', backend='nccl')
         assert torch.distributed.get_backend() == 'gloo'
         """), "has no attribute '_cuda_setDevice'"),
+    # what srun sets for one task (scontrol is not needed when MASTER_ADDR is set)
+    'cpu_slurm_init': (textwrap.dedent("""
+        import os
+        os.environ.update(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0',
+                          SLURM_NODELIST='localhost', MASTER_ADDR='127.0.0.1',
+                          MASTER_PORT=str(__import__('random').randint(20000, 40000)))
+        import mmdms, torch
+        from mmengine.dist import init_dist
+        init_dist('slurm', backend='nccl')
+        assert torch.distributed.get_backend() == 'gloo' and os.environ['RANK'] == '0'
+        """), "has no attribute '_cuda_setDevice'"),
+    'cpu_ddp_sync_batchnorm': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
+        import mmdms, torch
+        torch.distributed.init_process_group('gloo')
+        from mmengine.model import MMDistributedDataParallel
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4))
+        weight = model[1].weight
+        ddp = MMDistributedDataParallel(module=model)
+        assert not isinstance(model[1], torch.nn.SyncBatchNorm) and model[1].weight is weight
+        ddp(torch.randn(2, 3, 4, 4)).sum().backward()
+        """), 'SyncBatchNorm layers only work with GPU modules'),
     'cpu_ddp_device_ids': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
         import mmdms, torch
         torch.distributed.init_process_group('gloo')

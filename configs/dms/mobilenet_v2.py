@@ -19,4 +19,7 @@ custom_hooks = [
     dict(type='DMSImportanceHook'),
     dict(type='ResourceLossHook', resource='macs', target='0.3G', lambda_resource=1.0,
          width_only_epochs=3, match_target=True),
+    # stop at a NaN / inf loss without checkpointing it; resume draws the same random numbers
+    dict(type='DMSNaNGuardHook'),
+    dict(type='RandomStateHook'),
 ]

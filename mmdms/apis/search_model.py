@@ -4,6 +4,7 @@ import copy
 import re
 from typing import Dict, Optional
 
+import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -92,6 +93,14 @@ def load_search_checkpoint(model: nn.Module, checkpoint: str, config_name: str =
             f"Checkpoint '{checkpoint}' does not match the search model of "
             f"'{config_name or 'the config'}'; it belongs to another config (or was not saved "
             'from a DMS search). ' + '; '.join(parts))
+    diverged = sorted(k for k, v in state.items() if isinstance(v, torch.Tensor)
+                      and v.is_floating_point() and not torch.isfinite(v).all())
+    if diverged:
+        # e.g. a NaN ratio would prune every channel of its group (c' >= NaN is never true)
+        raise ValueError(f"Checkpoint '{checkpoint}' holds NaN or infinite values in "
+                         f'{_listed(diverged)}: the search diverged before it was saved. Export '
+                         'an earlier checkpoint, and see docs/user_guide.md for the settings '
+                         '(lambda_resource, lr_structure) to lower.')
     model.load_state_dict(state, strict=True)
     meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
     return meta if isinstance(meta, dict) else {}

@@ -55,7 +55,9 @@ def test_export_writes_subnet_checkpoint_and_config(search_checkpoint, tmp_path)
     assert cfg.model.type == 'DMSSubnet' and cfg.model.subnet == osp.join(work_dir,
                                                                           'subnet.json')
     assert cfg.load_from == osp.join(work_dir, 'pruned.pth')
-    assert cfg.custom_hooks == [] and 'mutator' not in cfg
+    # the search hooks are gone; the NaN guard and the random state keep serving the retraining
+    assert cfg.custom_hooks == [dict(type='DMSNaNGuardHook'), dict(type='RandomStateHook')]
+    assert 'mutator' not in cfg
     assert cfg.train_dataloader.dataset.type == 'DigitsDataset' and cfg.max_epochs == 10
     assert cfg.custom_imports.imports == ['mmdms']
     cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)  # as the Runner does

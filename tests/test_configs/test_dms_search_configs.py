@@ -35,6 +35,7 @@ CONFIGS = {
 }
 # custom_hooks: the training config's own hooks, then the DMS hooks
 HOOKS = {'yolov8_n': ['EMAHook', 'mmdet.PipelineSwitchHook']}
+DMS_HOOKS = ['DMSImportanceHook', 'ResourceLossHook', 'DMSNaNGuardHook', 'RandomStateHook']
 
 
 def load(name):
@@ -50,7 +51,7 @@ def load(name):
 def test_config_builds_the_search_model(name):
     cfg, model_cfg = load(name)
     assert [h['type'] for h in cfg.custom_hooks] == \
-        HOOKS.get(name, []) + ['DMSImportanceHook', 'ResourceLossHook']
+        HOOKS.get(name, []) + DMS_HOOKS
     with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the Runner does
         check_search_model(name, model_cfg)
 

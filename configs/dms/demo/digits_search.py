@@ -23,6 +23,9 @@ custom_hooks = [
     dict(type='ResourceLossHook', resource='macs', target_ratio=0.5,
          lambda_resource=lambda_resource, width_only_epochs=width_only_epochs,
          match_target=True),
+    # stop at a NaN / inf loss without checkpointing it; resume draws the same random numbers
+    dict(type='DMSNaNGuardHook'),
+    dict(type='RandomStateHook'),
 ]
 # Structure parameters: their own learning rate, no weight decay (standard paramwise_cfg).
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={

@@ -1,4 +1,7 @@
 from .dms_importance_hook import DMSImportanceHook
+from .nan_guard_hook import DMSNaNGuardHook, NonFiniteLossError
+from .random_state_hook import RandomStateHook
 from .resource_loss_hook import ResourceLossHook, parse_resource
 
-__all__ = ['DMSImportanceHook', 'ResourceLossHook', 'parse_resource']
+__all__ = ['DMSImportanceHook', 'DMSNaNGuardHook', 'NonFiniteLossError', 'RandomStateHook',
+           'ResourceLossHook', 'parse_resource']

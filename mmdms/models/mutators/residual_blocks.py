@@ -23,6 +23,8 @@ def import_class(path: str) -> type:
     """Import ``'package.module.ClassName'``; one clear error when it does not exist."""
     module_name, _, class_name = path.rpartition('.')
     try:
+        if not module_name:
+            raise ImportError('a bare class name, not an import path')
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as e:
         raise ValueError(

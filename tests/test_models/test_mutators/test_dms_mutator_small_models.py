@@ -239,9 +239,20 @@ def test_untraceable_module_is_named_with_the_way_out():
     assert 'block.conv' in mutator.unsearched_layers
 
 
-def test_unknown_block_type_is_refused():
-    with pytest.raises(ValueError, match="Residual block type 'no.such.Block' does not exist"):
-        build_mutator(block_types=['no.such.Block'])
+@pytest.mark.parametrize('name, reason', [
+    ('no.such.Block', "No module named 'no'"),
+    ('mmpretrain.models.backbones.resnet.NoSuchBlock',
+     "module 'mmpretrain.models.backbones.resnet' has no attribute 'NoSuchBlock'"),
+    ('Bottleneck', 'a bare class name, not an import path'),
+])
+def test_unknown_block_type_is_refused(name, reason):
+    with pytest.raises(ValueError) as error:
+        build_mutator(block_types=[name])
+    message = str(error.value)
+    assert f"Residual block type '{name}' does not exist ({reason})" in message
+    assert 'full import path' in message
+    with pytest.raises(ValueError, match="'torch.nn.functional.relu' is not an nn.Module class"):
+        build_mutator(block_types={'torch.nn.functional.relu': None})
 
 
 @pytest.mark.parametrize('how', ['split', 'chunk', 'split_size'])
@@ -322,3 +333,14 @@ def test_shape_only_nodes_keep_channel_count_reads():
     # b, h, w, h * w and size(0) carry no channel count; c, size(1) and the shape they come
     # from stay in the channel graph
     assert dropped == {'getitem', 'getitem_2', 'getitem_3', 'mul', 'size'}
+
+
+def test_unknown_block_type_in_a_search_config_is_one_clear_error(tmp_path):
+    from mmengine.runner import Runner
+
+    from dms_test_utils import digits_search_config
+    cfg = digits_search_config(str(tmp_path))
+    cfg.model.mutator.block_types = ['mmpretrain.models.backbones.resnet.BasicBlok']
+    with pytest.raises(ValueError, match=r"Residual block type 'mmpretrain\.models\.backbones\."
+                       r"resnet\.BasicBlok' does not exist .* full import path"):
+        Runner.from_cfg(cfg)
