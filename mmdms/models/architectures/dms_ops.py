@@ -6,14 +6,23 @@ export and unit bookkeeping work unchanged. Only ``forward`` differs: instead of
 by a hard mask it runs the original (static) layer, with all its weights, on ``x * m``. With hard
 masks this equals the pruned layer on the kept channels (zero inputs contribute nothing).
 
+Conv and linear layers compute ``x * m`` as ``W * m`` when the weight has no more elements than
+the input: the mask scales the weight's input-channel axis, ``conv(x * m, W) = conv(x, W * m)``
+(zero padding commutes with a per-channel factor). It is the same function with the same
+gradients (up to float rounding), with weight-sized instead of activation-sized multiplies in the
+forward and backward and no masked copy of the input kept for the backward
+(``benchmarks/bench_search_overhead.py``).
+
 Norm layers: BatchNorm is channel-wise, so it runs unmasked (a mask on its input would be
 normalised away). LayerNorm mixes channels: its mean and variance are taken over the kept
 channels only, weighted by the soft mask, so that with hard masks it equals the pruned LayerNorm.
 """
+import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model.utils import _BatchNormXd
 from mmengine.utils.dl_utils.parrots_wrapper import SyncBatchNorm as EngineSyncBatchNorm
 from mmrazor.models.architectures.dynamic_ops import (DynamicChannelMixin, DynamicBatchNorm1d, DynamicBatchNorm2d,
@@ -82,7 +91,13 @@ class DMSMaskContainer(MutableChannelContainer):
 
 
 class DMSInputMaskMixin:
-    """``forward`` = the static layer's forward on ``x * soft_mask`` (channel axis ``mask_dim``)."""
+    """``forward`` = the static layer's forward on ``x * soft_mask`` (channel axis ``mask_dim``).
+
+    The weight is multiplied by the mask instead when it has no more elements than the input
+    (same function, fewer operations). A layer may also carry ``dms_output_mask``, a callable
+    returning a mask over its output channels (the attention's heads and head dims on ``qkv``);
+    it is folded into the weight's output rows and the bias the same way.
+    """
 
     mask_dim = 1
 
@@ -90,23 +105,85 @@ class DMSInputMaskMixin:
         container = self.get_mutable_attr('in_channels')
         return getattr(container, 'soft_mask', None)
 
+    def output_soft_mask(self) -> Optional[Tensor]:
+        source = getattr(self, 'dms_output_mask', None)
+        return None if source is None else source()
+
     def forward(self, x: Tensor) -> Tensor:
-        mask = self.input_soft_mask()
+        mask, out_mask = self.input_soft_mask(), self.output_soft_mask()
+        if mask is None and out_mask is None:
+            return self.static_op_factory.forward(self, x)
+        if self.weight.numel() <= x.numel():
+            weight, bias = self.weight, self.bias
+            if mask is not None:
+                weight = weight * self.weight_mask(mask)
+            if out_mask is not None:
+                out_mask = out_mask.to(weight.dtype)
+                weight = weight * out_mask.view(-1, *([1] * (weight.dim() - 1)))
+                bias = None if bias is None else bias * out_mask
+            return self.forward_with_weight(x, weight, bias)
+        shape = [1] * x.dim()
+        shape[self.mask_dim] = -1
         if mask is not None:
-            shape = [1] * x.dim()
-            shape[self.mask_dim] = -1
             x = x * mask.view(shape).to(x.dtype)
-        return self.static_op_factory.forward(self, x)
+        out = self.static_op_factory.forward(self, x)
+        if out_mask is not None:
+            shape = [1] * out.dim()
+            shape[self.mask_dim] = -1
+            out = out * out_mask.view(shape).to(out.dtype)
+        return out
+
+    def weight_mask(self, mask: Tensor) -> Tensor:
+        """``mask`` over the input channels, shaped to multiply the weight."""
+        raise NotImplementedError
+
+    def forward_with_weight(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """The static layer's forward with ``weight`` and ``bias`` in place of its own."""
+        raise NotImplementedError
+
+
+class DMSConvMixin(DMSInputMaskMixin):
+    """Conv weight ``(C_out, C_in / groups, k, k)``: input channel ``c`` of group ``g`` is column
+    ``c mod (C_in / groups)`` of the output rows of group ``g``."""
+
+    def weight_mask(self, mask: Tensor) -> Tensor:
+        c_out, per_group = self.weight.shape[:2]
+        mask = mask.to(self.weight.dtype)
+        if self.groups > 1:
+            mask = mask.view(self.groups, 1, per_group).expand(
+                self.groups, c_out // self.groups, per_group).reshape(c_out, per_group)
+        else:
+            mask = mask.view(1, per_group)
+        return mask.view(*mask.shape, *([1] * (self.weight.dim() - 2)))
 
 
 @MODELS.register_module()
-class DMSConv2d(DMSInputMaskMixin, DynamicConv2d):
+class DMSConv2d(DMSConvMixin, DynamicConv2d):
     """Conv2d on soft-masked input channels (depthwise convs included)."""
 
+    def forward_with_weight(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return nn.Conv2d._conv_forward(self, x, weight, bias)
+
 
 @MODELS.register_module()
-class DMSConv2dAdaptivePadding(DMSInputMaskMixin, DynamicConv2dAdaptivePadding):
+class DMSConv2dAdaptivePadding(DMSConvMixin, DynamicConv2dAdaptivePadding):
     """mmcv's TF-'same'-padding Conv2d on soft-masked input channels."""
+
+    def forward_with_weight(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        # mmcv's Conv2dAdaptivePadding.forward with ``weight`` and ``bias``
+        img_h, img_w = x.shape[-2:]
+        kernel_h, kernel_w = weight.shape[-2:]
+        pads = []
+        for size, kernel, stride, dilation in ((img_w, kernel_w, self.stride[1],
+                                                self.dilation[1]),
+                                               (img_h, kernel_h, self.stride[0],
+                                                self.dilation[0])):
+            out = math.ceil(size / stride)
+            pad = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+            pads += [pad // 2, pad - pad // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 @MODELS.register_module()
@@ -114,6 +191,12 @@ class DMSLinear(DMSInputMaskMixin, DynamicLinear):
     """Linear on soft-masked input features (last axis)."""
 
     mask_dim = -1
+
+    def weight_mask(self, mask: Tensor) -> Tensor:
+        return mask.to(self.weight.dtype).view(1, -1)
+
+    def forward_with_weight(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return F.linear(x, weight, bias)
 
 
 class DMSBatchNormMixin:
@@ -159,12 +242,15 @@ class DMSLayerNorm(DynamicLayerNorm):
             return nn.LayerNorm.forward(self, x)
         mask = mask.to(x.dtype)
         total = mask.sum()
-        mean = (x * mask).sum(-1, keepdim=True) / total
-        var = ((x - mean).pow(2) * mask).sum(-1, keepdim=True) / total
-        out = (x - mean) / torch.sqrt(var + self.eps)
-        if self.elementwise_affine:
-            out = out * self.weight + self.bias
-        return out * mask
+        # the mask-weighted sums as matrix-vector products (no masked copy of x), and the
+        # output mask folded into the affine parameters: (x - mu) * rstd * (w m) + b m
+        mean = torch.matmul(x, mask).unsqueeze(-1) / total
+        diff = x - mean
+        var = torch.matmul(diff * diff, mask).unsqueeze(-1) / total
+        out = diff * torch.rsqrt(var + self.eps)
+        if self.elementwise_affine and self.bias is not None:
+            return torch.addcmul(self.bias * mask, out, self.weight * mask)
+        return out * (self.weight * mask if self.elementwise_affine else mask)
 
 
 #: Which DMS layer replaces which layer type in a searched group.

@@ -50,6 +50,8 @@ class DMSTopkMixin:
         self.register_buffer('importance', self.importance_metric.initial(num_elements).float())
         self._mask_cache: Optional[Tensor] = None
         self._mask_cache_key: Optional[tuple] = None
+        self._rank_cache: Optional[tuple] = None  # (importance, key, ranks)
+        self._hard_cache: Optional[tuple] = None  # (importance, key, hard mask)
         self._grad_stat_sum: Optional[Tensor] = None
         self._grad_stat_count = 0
 
@@ -84,8 +86,21 @@ class DMSTopkMixin:
 
     # masks -----------------------------------------------------------------------------------
     def normalized_importance(self) -> Tensor:
-        """``c'`` of Eq. 2 (or ``c`` itself with ``normalize=False``)."""
-        return rank_normalize(self.importance) if self.normalize else self.importance
+        """``c'`` of Eq. 2 (or ``c`` itself with ``normalize=False``).
+
+        The ranks are sorted once per importance value: cached until the importance buffer is
+        changed (in place, which bumps its version, or replaced). Do not modify the result.
+        """
+        if not self.normalize:
+            return self.importance
+        importance = self.importance
+        key = (importance.data_ptr(), importance._version)
+        cached = getattr(self, '_rank_cache', None)
+        if cached is not None and cached[0] is importance and cached[1] == key:
+            return cached[2]
+        ranks = rank_normalize(importance)
+        self._rank_cache = (importance, key, ranks)
+        return ranks
 
     def element_soft_mask(self) -> Tensor:
         """Soft mask over the elements, shape (N,), differentiable in ``dms_ratio``.
@@ -122,11 +137,20 @@ class DMSTopkMixin:
         (``normalize=False``, the Table 12 ablation) raw importance can lie entirely below the
         ratio: the ``min_elements`` most important elements are then kept anyway, so no width or
         stage is ever exported empty.
+
+        Cached until the ratio or the importance changes (the resource estimator reads it for
+        every layer of the group, every step). Do not modify the result.
         """
+        ratio, importance = self.dms_ratio, self.importance
+        key = (ratio.data_ptr(), ratio._version, importance.data_ptr(), importance._version)
+        cached = getattr(self, '_hard_cache', None)
+        if cached is not None and cached[0] is importance and cached[1] == key:
+            return cached[2]
         mask = hard_mask(self.normalized_importance(), self._projected_ratio().detach())
         if not self.normalize and self.min_elements > 0 and mask.sum() < self.min_elements:
             order = torch.sort(self.importance, descending=True, stable=True).indices
             mask[order[:self.min_elements]] = 1.0
+        self._hard_cache = (importance, key, mask)
         return mask
 
     @property

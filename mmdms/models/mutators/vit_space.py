@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils.attention import MultiheadAttention
 
-from mmdms.models.architectures import DMSMaskContainer, replace_with_dms_op
+from mmdms.models.architectures import (DMSInputMaskMixin, DMSMaskContainer,
+                                        replace_with_dms_op)
 from mmdms.models.mutables import DMSMutableChannel
 
 
@@ -35,17 +36,19 @@ class DMSMultiheadAttention(MultiheadAttention):
                       v: DMSMutableChannel) -> None:
         # Plain attributes, not submodules: the mutator owns (and checkpoints) the mutables.
         object.__setattr__(self, '_dms_masks', (heads, qk, v))
+        if isinstance(self.qkv, DMSInputMaskMixin):
+            # q, k and v are masked by scaling the rows of qkv's weight and bias (the DMS
+            # linear folds ``dms_output_mask`` in), not the (B, heads, N, dims) activations
+            self.qkv.dms_output_mask = QKVMask(heads, qk, v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads,
-                                  self.head_dims).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x)
+        if not (isinstance(self.qkv, DMSInputMaskMixin)
+                and getattr(self.qkv, 'dms_output_mask', None) is not None):
+            qkv = qkv * QKVMask(*self._dms_masks)().to(qkv.dtype)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        heads, qk_dim, v_dim = self._dms_masks
-        head_mask = heads.soft_mask.view(1, -1, 1, 1)
-        qk_mask = qk_dim.soft_mask.view(1, 1, 1, -1) * head_mask
-        q, k = q * qk_mask, k * qk_mask
-        v = v * (v_dim.soft_mask.view(1, 1, 1, -1) * head_mask)
         attn_drop = self.attn_drop if self.training else 0.
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop,
                                            scale=self.head_dims**-0.5)
@@ -55,6 +58,19 @@ class DMSMultiheadAttention(MultiheadAttention):
         if self.v_shortcut:
             x = v.squeeze(1) + x
         return x
+
+
+class QKVMask:
+    """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
+    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``."""
+
+    def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
+                 v: DMSMutableChannel) -> None:
+        self.heads, self.qk, self.v = heads, qk, v
+
+    def __call__(self, hard: bool = False) -> torch.Tensor:
+        qk = _outer(self.heads, self.qk, hard)
+        return torch.cat([qk, qk, _outer(self.heads, self.v, hard)])
 
 
 def masked_input_op(model: nn.Module, name: str, mutable: DMSMutableChannel) -> nn.Module:
@@ -115,6 +131,7 @@ class ViTSearchSpace:
         embed_dims = self.backbone.embed_dims
         consumers = [n for n, m in self.backbone.named_modules()
                      if isinstance(m, nn.LayerNorm) and m.normalized_shape[-1] == embed_dims]
+        attentions = []
         for i, layer in enumerate(self.backbone.layers):
             prefix = f'layers.{i}'
             attn = layer.attn
@@ -140,10 +157,12 @@ class ViTSearchSpace:
             # Same state and submodules; only forward differs (DMSMultiheadAttention adds no
             # parameters), so the class is swapped in place.
             attn.__class__ = DMSMultiheadAttention
-            attn.set_dms_masks(heads, qk, v)
+            attentions.append((attn, heads, qk, v))
         embed = self._new('embed', embed_dims, ['patch_embed.projection'] + consumers)
         for name in consumers:
             masked_input_op(self.backbone, name, embed)
+        for attn, heads, qk, v in attentions:  # after qkv became a DMS linear
+            attn.set_dms_masks(heads, qk, v)
         head_input = self._head_input_layer(embed_dims)
         if head_input is not None:
             masked_input_op(self.model, head_input, embed)
@@ -208,8 +227,7 @@ def add_vit_masks(model: nn.Module, mutator, layout) -> None:
             base = f'{prefix}layers.{i}'
             heads, qk, v = (mutable(f'{base}.attn.{k}') for k in ('heads', 'qk_dims', 'v_dims'))
             layout.attentions[f'{base}.attn'] = AttentionMasks(heads, qk, v)
-            set_mask(f'{base}.attn.qkv', out_mask=lambda hard, h=heads, q=qk, v=v: torch.cat(
-                [_outer(h, q, hard), _outer(h, q, hard), _outer(h, v, hard)]))
+            set_mask(f'{base}.attn.qkv', out_mask=QKVMask(heads, qk, v))
             set_mask(f'{base}.attn.proj', in_mask=lambda hard, h=heads, v=v: _outer(h, v, hard),
                      out_mask=embed)
             fc1, fc2 = (f'{base}.ffn.{n}' for n, m in layer.ffn.named_modules()

@@ -110,3 +110,30 @@ def test_without_normalisation_min_width_still_holds():
         mutable.dms_ratio.fill_(0.5)
     assert mutable.hard_mask.tolist() == [0, 1, 0, 0, 1, 0, 0, 1]  # the 3 most important
     assert sorted(mutable.kept_channel_indices()) == [1, 4, 7]
+
+
+def test_cached_hard_mask_follows_every_change_of_ratio_and_importance():
+    """The ranks and the hard mask are cached between changes; each way of changing the ratio
+    or the importance gives the mask of the new values."""
+    mutable = DMSMutableChannel(8)
+    randomize_importance(mutable)
+
+    def fresh():
+        from mmdms.ops import hard_mask, rank_normalize
+        return hard_mask(rank_normalize(mutable.importance),
+                         mutable.dms_ratio.detach().clamp(0, mutable.max_ratio))
+
+    assert mutable.hard_mask is mutable.hard_mask  # cached
+    optimizer = torch.optim.SGD([mutable.dms_ratio], lr=1.0)
+    mutable.dms_ratio.grad = torch.tensor(-0.45)
+    optimizer.step()  # in place, as every search step
+    assert mutable.num_kept == 4 and torch.equal(mutable.hard_mask, fresh())
+    mutable.apply_importance_statistic(torch.arange(8.0) * 100)  # importance update, in place
+    assert torch.equal(mutable.hard_mask, fresh()) and mutable.kept_channel_indices()[0] == 7
+    state = {k: v.clone() for k, v in mutable.state_dict().items()}
+    mutable.set_kept(2)
+    assert mutable.num_kept == 2
+    mutable.load_state_dict(state)
+    assert mutable.num_kept == 4 and torch.equal(mutable.hard_mask, fresh())
+    mutable.importance = torch.rand(8)  # a new buffer
+    assert torch.equal(mutable.hard_mask, fresh())

@@ -1,0 +1,275 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Cost of one DMS search step against one plain training step of the same supernet.
+
+``python benchmarks/bench_search_overhead.py [--models resnet50 deit_tiny ...] [--batch 8]
+[--size 224] [--yolo-size 320] [--repeats 7] [--warmup 2]``
+
+For each search config in ``configs/dms/`` two models are built with the same weights:
+
+* **DMS**: the search model of the config (``DMS``: masked supernet, resource estimator, with
+  the config's ``resource_value``) and the config's optimiser (structure parameters in their own
+  group). One step is what a Runner iteration does: ``model.train_step`` (forward of the masked
+  supernet, task loss + ``loss_resource``, backward, optimiser step), then the config's
+  ``DMSImportanceHook`` (``sync_importance``) and ``ResourceLossHook`` ``after_train_iter``. The
+  hook is in the last epoch of the target's decay (``r_t`` = the config's final target, well
+  below the supernet's cost), so ``loss_resource > 0`` (checked).
+* **plain**: the config's architecture without DMS (``mmdms.apis.build_architecture``) and the
+  family's own optimiser (the config's, without the ``dms_ratio`` key or the DMS constructor);
+  one ``model.train_step``.
+
+The two steps alternate in one process; each figure is the median of ``--repeats`` steps after
+``--warmup`` steps of each. The same synthetic batch is used throughout (classifiers: random
+images and labels; YOLOv8: random images with two boxes each, at ``--yolo-size``). The per-phase
+times come from timers wrapped around the estimator, ``optim_wrapper.backward`` / ``step`` /
+``zero_grad`` and the hooks of the same steps; ``forward`` is the rest of ``train_step`` (data
+preprocessing, forward, loss parsing). Prints markdown tables.
+"""
+import argparse
+import copy
+import os.path as osp
+import statistics
+import time
+from collections import defaultdict
+from types import SimpleNamespace
+
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import HOOKS, DefaultScope
+
+import mmdms  # noqa: F401
+from mmdms.apis import build_architecture, build_search_model, load_config
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MODELS = ['resnet50', 'deit_tiny', 'effnet_b0', 'mobilenet_v2', 'yolov8_n']
+SUPERNETS = dict(resnet50='ResNet-152', deit_tiny='DeiT-S, 16 layers',
+                 effnet_b0='EfficientNet-B4', mobilenet_v2='MobileNetV2 1.5x wide, 2x deep',
+                 yolov8_n='YOLOv8 d0.5 w0.5')
+
+
+def now() -> tuple:
+    """(wall, CPU of the process over all its threads) in seconds. The CPU clock does not count
+    the time other jobs on a shared machine take from this one."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple) -> tuple:
+    wall, cpu = now()
+    return wall - start[0], cpu - start[1]
+
+
+class PhaseTimer:
+    """Accumulates (wall, CPU) time per phase name within one step."""
+
+    def __init__(self) -> None:
+        self.times = defaultdict(lambda: (0.0, 0.0))
+
+    def wrap(self, obj, attr: str, phase) -> None:
+        """Time every call of ``obj.attr`` under ``phase`` (a name, or ``fn(*args, **kw)``)."""
+        original = getattr(obj, attr)
+
+        def timed(*args, **kwargs):
+            start = now()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                key = phase(*args, **kwargs) if callable(phase) else phase
+                self.times[key] = tuple(a + b for a, b in zip(self.times[key], since(start)))
+
+        setattr(obj, attr, timed)
+
+    def pop(self) -> dict:
+        times, self.times = dict(self.times), defaultdict(lambda: (0.0, 0.0))
+        return times
+
+
+def synthetic_batch(name: str, batch: int, size: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    if name.startswith('yolov8'):  # mmyolo's collated format: rows image, class, x1, y1, x2, y2
+        rows = []
+        for i in range(batch):
+            for j in range(2):
+                x1, y1 = (torch.rand(2, generator=g) * size * 0.6).tolist()
+                w, h = (torch.rand(2, generator=g) * size * 0.3 + size * 0.05).tolist()
+                rows.append([i, (i + j) % 80, x1, y1, x1 + w, y1 + h])
+        metas = [dict(batch_input_shape=(size, size), img_shape=(size, size))] * batch
+        return dict(inputs=images, data_samples=dict(bboxes_labels=torch.tensor(rows),
+                                                     img_metas=metas))
+    from mmpretrain.structures import DataSample
+    labels = torch.randint(0, 1000, (batch, ), generator=g)
+    return dict(inputs=list(images),
+                data_samples=[DataSample().set_gt_label(int(i)) for i in labels])
+
+
+def plain_optim_cfg(cfg) -> dict:
+    """The config's optimiser without the DMS pieces: the family's own recipe."""
+    optim = copy.deepcopy(cfg.optim_wrapper)
+    paramwise = optim.get('paramwise_cfg')
+    if paramwise is not None:
+        if optim.get('constructor') == 'DMSOptimWrapperConstructor':
+            optim['constructor'] = paramwise.pop('base_constructor',
+                                                 'DefaultOptimWrapperConstructor')
+        keys = paramwise.get('custom_keys', {})
+        keys.pop('dms_ratio', None)
+        if not keys:
+            paramwise.pop('custom_keys', None)
+        if not paramwise:
+            optim.pop('paramwise_cfg')
+    return optim
+
+
+class Case:
+    """The DMS search step and the plain step of one config."""
+
+    def __init__(self, name: str, batch: int, size: int, trace_size=None) -> None:
+        self.name = name
+        options = {} if trace_size is None else \
+            {'model.mutator.parse_cfg.demo_input': (1, 3, trace_size, trace_size)}
+        self.cfg = cfg = load_config(osp.join(REPO, 'configs', 'dms', f'{name}.py'), options)
+        torch.manual_seed(0)
+        self.dms = build_search_model(cfg).train()
+        self.plain = build_architecture(cfg).train()
+        self.plain.load_state_dict(self.dms.architecture.state_dict())  # same keys and weights
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            self.dms_optim = build_optim_wrapper(self.dms, cfg.optim_wrapper)
+            self.plain_optim = build_optim_wrapper(self.plain, plain_optim_cfg(cfg))
+            hooks = {h['type']: HOOKS.build(copy.deepcopy(h)) for h in cfg.custom_hooks
+                     if h['type'] in ('DMSImportanceHook', 'ResourceLossHook')}
+        self.importance_hook = hooks['DMSImportanceHook']
+        self.resource_hook = hooks['ResourceLossHook']
+        self.runner = SimpleNamespace(
+            model=self.dms, epoch=0, iter=0, hooks=[], message_hub=MessageHub.get_instance(
+                f'bench_search_overhead_{name}'),
+            train_loop=SimpleNamespace(max_epochs=cfg.train_cfg.max_epochs))
+        self.resource_hook.before_train(self.runner)
+        # the last epoch of the target's decay: r_t is the config's final target, far enough
+        # below the supernet that loss_resource stays positive over the measured steps
+        self.runner.epoch = self.resource_hook.decay_steps - 1
+        self.resource_hook.before_train_epoch(self.runner)
+        self.data = synthetic_batch(name, batch, size)
+
+        self.timer = PhaseTimer()
+        self.timer.wrap(self.dms.estimator, 'estimate',
+                        lambda resource='macs', hard=False, full=False:
+                        'estimator hard' if hard else 'estimator soft')
+        for optim, tag in ((self.dms_optim, 'dms'), (self.plain_optim, 'plain')):
+            for attr in ('backward', 'step', 'zero_grad'):
+                self.timer.wrap(optim, attr, attr)
+        self.timer.wrap(self.importance_hook, 'after_train_iter', 'importance update')
+        self.timer.wrap(self.resource_hook, 'after_train_iter', 'ResourceLossHook logging')
+        self.resource_positive = []
+
+    def dms_step(self) -> dict:
+        start = now()
+        log = self.dms.train_step(self.data, self.dms_optim)
+        self.importance_hook.after_train_iter(self.runner, 0, self.data, log)
+        self.resource_hook.after_train_iter(self.runner, 0, self.data, log)
+        total = since(start)
+        self.resource_positive.append(log['loss_resource'].item() > 0)
+        return self._phases(total)
+
+    def plain_step(self) -> dict:
+        start = now()
+        self.plain.train_step(self.data, self.plain_optim)
+        return self._phases(since(start))
+
+    def _phases(self, total: tuple) -> dict:
+        """Per phase: (wall, CPU); ``forward`` is the rest of the step."""
+        phases = self.timer.pop()
+        timed = [phases.get(k, (0.0, 0.0)) for k in TIMED_PHASES]
+        phases['forward'] = tuple(t - sum(p[i] for p in timed) for i, t in enumerate(total))
+        phases['total'] = total
+        return phases
+
+    def estimator_backward(self, repeats: int) -> tuple:
+        """Median (wall, CPU) of the soft estimate's backward alone (inside the step it is part
+        of ``backward``)."""
+        times = []
+        estimate = type(self.dms.estimator).estimate  # not the timed wrapper
+        for _ in range(repeats):
+            r_c = estimate(self.dms.estimator, self.dms.resource_type)
+            start = now()
+            r_c.backward()
+            times.append(since(start))
+        self.dms.zero_grad()
+        for mutable in self.dms.dms_mutables():  # drop the statistics this backward recorded
+            mutable.pop_mask_grad_statistic()
+        return tuple(statistics.median(t[i] for t in times) for i in range(2))
+
+
+#: Phases timed by wrappers; ``forward`` is the step minus these.
+TIMED_PHASES = ('estimator soft', 'estimator hard', 'backward', 'step', 'zero_grad',
+                'importance update', 'ResourceLossHook logging')
+PHASES = ('forward', 'estimator soft', 'estimator hard', 'backward', 'estimator soft backward',
+          'step', 'zero_grad', 'importance update', 'ResourceLossHook logging', 'total')
+
+
+def median_phases(steps: list) -> dict:
+    keys = {k for s in steps for k in s}
+    return {k: tuple(statistics.median(s.get(k, (0.0, 0.0))[i] for s in steps)
+                     for i in range(2)) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--models', nargs='+', default=['resnet50', 'deit_tiny', 'effnet_b0',
+                                                        'yolov8_n'], choices=MODELS)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--yolo-size', type=int, default=320)
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                        help='the clock of the per-phase table (the summary shows both)')
+    args = parser.parse_args()
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; '
+          f'median of {args.repeats} steps after {args.warmup} warm-up steps, alternating '
+          f'DMS and plain')
+    results = []
+    for name in args.models:
+        yolo = name.startswith('yolov8')
+        size = args.yolo_size if yolo else args.size
+        # YOLOv8 is traced (and its MACs counted) at the config's 640 x 640, the resolution of
+        # its target; it trains on --yolo-size images
+        case = Case(name, args.batch, size, trace_size=None if yolo else size)
+        dms_steps, plain_steps = [], []
+        for i in range(args.warmup + args.repeats):
+            d, p = case.dms_step(), case.plain_step()
+            if i >= args.warmup:
+                dms_steps.append(d)
+                plain_steps.append(p)
+        dms, plain = median_phases(dms_steps), median_phases(plain_steps)
+        dms['estimator soft backward'] = case.estimator_backward(args.repeats)
+        positive = sum(case.resource_positive[args.warmup:])
+        results.append((name, size, dms, plain, positive, args.repeats))
+        print(f'{name}: DMS {dms["total"][0]:.3f} s, plain {plain["total"][0]:.3f} s, ratio '
+              f'{dms["total"][0] / plain["total"][0]:.3f} (CPU time: '
+              f'{dms["total"][1] / plain["total"][1]:.3f})', flush=True)
+        del case
+
+    print('\n| config (supernet) | input | plain step (s) | DMS step (s) | DMS / plain | '
+          'CPU time: plain / DMS (s) | CPU time DMS / plain |')
+    print('|---|---|---|---|---|---|---|')
+    for name, size, dms, plain, _, _ in results:
+        (pw, pc), (dw, dc) = plain['total'], dms['total']
+        print(f'| `{name}.py` ({SUPERNETS[name]}) | {args.batch}×3×{size}² | {pw:.2f} | '
+              f'{dw:.2f} | **{dw / pw:.3f}×** | {pc:.2f} / {dc:.2f} | {dc / pc:.3f}× |')
+    index = 0 if args.clock == 'wall' else 1
+    print(f'\nPer phase, median {args.clock} ms, plain / DMS ("estimator soft backward" is timed '
+          'alone and is part of the DMS "backward"):\n')
+    print('| phase | ' + ' | '.join(r[0] for r in results) + ' |')
+    print('|---|' + '---|' * len(results))
+    for phase in PHASES:
+        cells = []
+        for _, _, dms, plain, _, _ in results:
+            d = dms.get(phase, (0.0, 0.0))[index] * 1e3
+            p = plain.get(phase, (None, None))[index]
+            cells.append(f'– / {d:.0f}' if p is None else f'{p * 1e3:.0f} / {d:.0f}')
+        print(f'| {phase} | ' + ' | '.join(cells) + ' |')
+    print('\nsteps with loss_resource > 0: ' +
+          ', '.join(f'{r[0]} {r[4]}/{r[5]}' for r in results))
+
+
+if __name__ == '__main__':
+    main()
