@@ -11,6 +11,7 @@ from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUn
 from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from mmdms.ops import depth_mix
 from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
@@ -300,9 +301,9 @@ class _DepthMask:
         x = args[0] if args else next(iter(kwargs.values()))
         mask = self.mutable.block_mask(self.index).to(output.dtype)
         if x.dtype == output.dtype and x.shape == output.shape:
-            # one fused op instead of three, no saved difference tensor; exactly ``output`` at
-            # m = 1 and ``x`` at m = 0
-            return torch.lerp(x, output, mask)
+            # torch.lerp's values and gradients: exactly ``output`` at m = 1 and ``x`` at m = 0,
+            # with no activation-sized work at m = 1 but the mask's gradient
+            return depth_mix(x, output, mask)
         return x + mask * (output - x)
 
     def __deepcopy__(self, memo):
