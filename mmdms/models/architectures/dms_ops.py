@@ -100,8 +100,13 @@ class DMSInputMaskMixin:
     """
 
     mask_dim = 1
+    #: Set by the mutator when the producing BatchNorm applies this layer's input mask
+    #: (:mod:`mmdms.models.mutators.norm_folding`).
+    fold_input_mask = False
 
     def input_soft_mask(self) -> Optional[Tensor]:
+        if self.fold_input_mask:
+            return None
         container = self.get_mutable_attr('in_channels')
         return getattr(container, 'soft_mask', None)
 
@@ -200,10 +205,40 @@ class DMSLinear(DMSInputMaskMixin, DynamicLinear):
 
 
 class DMSBatchNormMixin:
-    """BatchNorm is channel-wise: run the full layer unmasked (export still slices it)."""
+    """BatchNorm is channel-wise: run the full layer unmasked (export still slices it).
+
+    With ``fold_output_mask`` (set by the mutator where the only reader of the output is one
+    conv, through a positively homogeneous activation) the mask of its output channels scales
+    ``gamma`` and ``beta`` instead of that conv's input: the same function, channel-sized work.
+    """
+
+    #: Set by the mutator (:mod:`mmdms.models.mutators.norm_folding`).
+    fold_output_mask = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.static_op_factory.forward(self, x)
+        mask = getattr(self.get_mutable_attr('out_channels'), 'soft_mask', None) \
+            if self.fold_output_mask else None
+        if mask is None:
+            return self.static_op_factory.forward(self, x)
+        mask = mask.to(x.dtype)
+        weight = mask if self.weight is None else self.weight * mask
+        bias = None if self.bias is None else self.bias * mask
+        return self._batch_norm(x, weight, bias)
+
+    def _batch_norm(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """torch's ``_BatchNorm.forward`` with ``weight`` and ``bias`` in place of its own."""
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and
+                                            self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if track else None,
+                            self.running_var if track else None, weight, bias,
+                            use_batch_stats, factor, self.eps)
 
 
 @MODELS.register_module()

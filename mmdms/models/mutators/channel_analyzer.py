@@ -35,6 +35,7 @@ from mmrazor.structures.graph.pseudo_fx_graph import FxBaseNode
 from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
+from .norm_folding import norm_act_conv_chains
 from .trace_forwards import install_trace_forwards
 
 _SPLIT_METHODS = ('split', 'chunk')
@@ -257,6 +258,8 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         install_trace_forwards(model)
         fx_graph = self._fx_trace(model)
         fx_graph.owning_module = model
+        #: ``{conv: batchnorm}`` whose conv input mask the BatchNorm can apply (DMSMutator).
+        self.norm_chains = norm_act_conv_chains(fx_graph, model)
         base_graph = parse_fx_graph(fx_graph, shape_only_nodes(fx_graph))
         module_graph = FxTracerToGraphConverter(base_graph, model).graph
         module_graph._model = model

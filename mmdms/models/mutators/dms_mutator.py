@@ -13,6 +13,7 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
 from mmdms.ops import depth_mix
 from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
+from .norm_folding import fold_masks_into_norms
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
 from .vit_space import ViTSearchSpace, find_vision_transformers
@@ -50,6 +51,10 @@ class DMSMutator(ChannelMutator):
         allow_empty_stage (bool): allow a stage to lose all its blocks. Defaults to False.
         leaf_modules (Sequence[str]): import paths of module types the tracer must not enter
             (their channels are then left unsearched); the way out for an untraceable module.
+        fold_norm_masks (bool): where a conv's input channels are ``act(bn(y))`` read by that
+            conv alone, with ``act`` ReLU-like, let the BatchNorm's affine parameters apply the
+            mask instead of the conv (same function, less work; see
+            :mod:`~mmdms.models.mutators.norm_folding`). Defaults to True.
         init_cfg (dict, optional): initialisation config.
     """
 
@@ -65,6 +70,7 @@ class DMSMutator(ChannelMutator):
                  min_blocks: int = 1,
                  allow_empty_stage: bool = False,
                  leaf_modules: Sequence[str] = (),
+                 fold_norm_masks: bool = True,
                  init_cfg: Optional[Dict] = None) -> None:
         channel_unit_cfg = dict(channel_unit_cfg)
         channel_unit_cfg.setdefault('type', 'DMSChannelUnit')
@@ -94,6 +100,9 @@ class DMSMutator(ChannelMutator):
         self._depth_hooks: list = []
         self._covered_report: Tuple[int, int] = (0, 0)
         self.unsearched_layers: List[str] = []
+        self.fold_norm_masks = fold_norm_masks
+        #: Convs whose input mask their BatchNorm applies.
+        self.folded_convs: List[str] = []
 
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
@@ -106,6 +115,9 @@ class DMSMutator(ChannelMutator):
             self._extra_leaves = tuple(type(supernet.get_submodule(n)) for n in vit_names)
             super().prepare_from_supernet(supernet)
             del self._analyzer, self._extra_leaves
+            if self.fold_norm_masks:
+                self.folded_convs = fold_masks_into_norms(
+                    supernet, getattr(analyzer, 'norm_chains', {}))
             for name in vit_names:
                 self._prepare_vit(supernet, name)
         if self.search_depth:
@@ -273,7 +285,8 @@ class DMSMutator(ChannelMutator):
         """A readable table of the search space (logged when it is prepared)."""
         lines = [f'DMSMutator search space: {len(self.width_mutables)} width group(s), '
                  f'{len(self.depth_mutables)} depth stage(s), '
-                 f'{self.weight_coverage:.1%} of conv/linear weights searchable']
+                 f'{self.weight_coverage:.1%} of conv/linear weights searchable, '
+                 f'{len(self.folded_convs)} conv input mask(s) applied by their BatchNorm']
         for unit in self.mutable_units:
             m = unit.mutable_channel
             lines.append(f'  width {unit.name}: N={m.num_channels} step={m.step} '
