@@ -33,7 +33,9 @@ class _DepthMix(torch.autograd.Function):
         x, out, mask = ctx.saved_tensors
         grad_x = grad_out = grad_mask = None
         if ctx.needs_input_grad[2]:
-            grad_mask = (grad * (out - x)).sum().reshape(mask.shape)
+            # one temporary and a dot product instead of a product tensor and its sum
+            diff = (out - x).reshape(-1)
+            grad_mask = torch.dot(grad.reshape(-1).to(diff.dtype), diff).reshape(mask.shape)
         if ctx.full:
             grad_out = grad if ctx.needs_input_grad[1] else None
         else:
