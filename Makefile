@@ -1,8 +1,13 @@
 # make demo : set up .venv if missing or stale, then run the main job on the digits data.
 # make test : set up .venv if missing or stale, then run the test suite.
+# make bench: the CPU speed and exactness benchmarks of docs/benchmarks.md (about 15 minutes on
+#             2 idle cores); make bench-quality: the 3-seed quality comparison (about 40 minutes).
 PY := .venv/bin/python
+# a benchmark that fails fails the target, though its output goes through tee
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-quality clean
 
 setup:
 	bash tools/setup_env.sh
@@ -12,6 +17,21 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+BENCH_OUT := work_dirs/bench
+
+bench: setup
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/bench_topk.py | tee $(BENCH_OUT)/topk.md
+	$(PY) benchmarks/bench_trace.py | tee $(BENCH_OUT)/trace.md
+	$(PY) benchmarks/bench_exactness.py 2>/dev/null | tee $(BENCH_OUT)/exactness.md
+	$(PY) benchmarks/bench_search_overhead.py 2>/dev/null | grep -v ' - mmengine - ' \
+		| tee $(BENCH_OUT)/search_overhead.md
+
+bench-quality: setup
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/bench_quality.py --seeds 0 1 2 --work-dir $(BENCH_OUT)/quality \
+		2>/dev/null | grep -v ' - mmengine - ' | tee $(BENCH_OUT)/quality.md
 
 clean:
 	rm -rf work_dirs .pytest_cache .hypothesis
