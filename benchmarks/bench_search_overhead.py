@@ -2,7 +2,7 @@
 """Cost of one DMS search step against one plain training step of the same supernet.
 
 ``python benchmarks/bench_search_overhead.py [--models resnet50 deit_tiny ...] [--batch 8]
-[--size 224] [--yolo-size 320] [--repeats 7] [--warmup 2]``
+[--size 224] [--yolo-size 320] [--repeats 7] [--warmup 2] [--cfg-options KEY=VALUE ...]``
 
 For each search config in ``configs/dms/`` two models are built with the same weights:
 
@@ -33,6 +33,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 import torch
+from mmengine.config import DictAction
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, DefaultScope
@@ -122,10 +123,12 @@ def plain_optim_cfg(cfg) -> dict:
 class Case:
     """The DMS search step and the plain step of one config."""
 
-    def __init__(self, name: str, batch: int, size: int, trace_size=None) -> None:
+    def __init__(self, name: str, batch: int, size: int, trace_size=None,
+                 cfg_options=None) -> None:
         self.name = name
-        options = {} if trace_size is None else \
-            {'model.mutator.parse_cfg.demo_input': (1, 3, trace_size, trace_size)}
+        options = dict(cfg_options or {})
+        if trace_size is not None:
+            options['model.mutator.parse_cfg.demo_input'] = (1, 3, trace_size, trace_size)
         self.cfg = cfg = load_config(osp.join(REPO, 'configs', 'dms', f'{name}.py'), options)
         torch.manual_seed(0)
         self.dms = build_search_model(cfg).train()
@@ -220,6 +223,9 @@ def main() -> None:
     parser.add_argument('--yolo-size', type=int, default=320)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='overrides of every search config, e.g. '
+                        'model.mutator.fold_norm_masks=False')
     parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
                         help='the clock of the per-phase table (the summary shows both)')
     args = parser.parse_args()
@@ -232,7 +238,8 @@ def main() -> None:
         size = args.yolo_size if yolo else args.size
         # YOLOv8 is traced (and its MACs counted) at the config's 640 x 640, the resolution of
         # its target; it trains on --yolo-size images
-        case = Case(name, args.batch, size, trace_size=None if yolo else size)
+        case = Case(name, args.batch, size, trace_size=None if yolo else size,
+                    cfg_options=args.cfg_options)
         dms_steps, plain_steps = [], []
         for i in range(args.warmup + args.repeats):
             d, p = case.dms_step(), case.plain_step()
