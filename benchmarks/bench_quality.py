@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument('--target-ratio', type=float, default=None,
                         help="the MACs target as a fraction of the supernet's (default: the "
                         "search config's, 0.5)")
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS,
+    parser.add_argument('--variants', nargs='*', default=list(VARIANTS), choices=VARIANTS,
                         help='the comparisons to run (dms always runs)')
     parser.add_argument('--extra', nargs='*', default=[], choices=sorted(EXTRA_VARIANTS),
                         help='DMS searches with one setting changed')
