@@ -45,14 +45,14 @@ def _is_homogeneous(model: nn.Module, node: FxNode) -> bool:
 
 def norm_act_conv_chains(fx_graph: FxGraph, model: nn.Module) -> Dict[str, str]:
     """``{conv: norm}`` for every conv whose only input is ``act(norm(...))`` that nothing else
-    reads (``act`` positively homogeneous or absent; ``norm`` a BatchNorm, not synchronised; each
-    called once)."""
+    reads (``act`` positively homogeneous or absent; ``norm`` a BatchNorm; each called once).
+
+    The analyzer traces a copy whose SyncBatchNorms are reverted to BatchNorm, so whether the
+    norm is synchronised is decided by :func:`fold_masks_into_norms` on the model itself."""
     calls = Counter(n.target for n in fx_graph.nodes if n.op == 'call_module')
     chains = {}
     for node in fx_graph.nodes:
-        norm = _module(model, node)
-        if not isinstance(norm, _BatchNorm) or isinstance(norm, nn.SyncBatchNorm) or \
-                calls[node.target] != 1:
+        if not isinstance(_module(model, node), _BatchNorm) or calls[node.target] != 1:
             continue
         producer, users = node, list(node.users)
         if len(users) == 1 and _is_homogeneous(model, users[0]) and \
@@ -80,14 +80,17 @@ def _sole_mutable(container):
 
 def fold_masks_into_norms(model: nn.Module, chains: Dict[str, str]) -> List[str]:
     """Move each chain's conv input mask onto its BatchNorm where both layers are DMS ops that
-    read the same single mutable. Returns the convs whose mask moved."""
+    read the same single mutable. A SyncBatchNorm keeps its own forward (the folded one would
+    normalise with this process's batch alone), so its conv keeps the mask. Returns the convs
+    whose mask moved."""
     folded = []
     for conv_name, norm_name in chains.items():
         try:
             conv, norm = model.get_submodule(conv_name), model.get_submodule(norm_name)
         except AttributeError:
             continue
-        if not (hasattr(conv, 'fold_input_mask') and hasattr(norm, 'fold_output_mask')):
+        if not (hasattr(conv, 'fold_input_mask') and hasattr(norm, 'fold_output_mask')) or \
+                isinstance(norm, nn.SyncBatchNorm):
             continue
         mutable = _sole_mutable(conv.get_mutable_attr('in_channels'))
         if mutable is None or mutable is not _sole_mutable(norm.get_mutable_attr('out_channels')):

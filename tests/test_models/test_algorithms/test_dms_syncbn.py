@@ -28,6 +28,16 @@ def syncbn_search_model():
     return build_search_model(DIGITS, architecture=architecture)
 
 
+def test_syncbn_keeps_the_masks_on_the_convs():
+    """A folded mask would run SyncBatchNorm as a local BatchNorm: no SyncBN layer folds, while
+    the same supernet with BatchNorm folds conv2 of each of its 16 blocks."""
+    model = syncbn_search_model()
+    assert model.mutator.folded_convs == []
+    assert not any(getattr(m, 'fold_output_mask', False) for m in model.modules())
+    torch.manual_seed(0)
+    assert len(build_search_model(DIGITS).mutator.folded_convs) == 16
+
+
 def search_steps(model, wrapper=None, steps=3):
     optim_wrapper = build_optim_wrapper(model, dict(optimizer=dict(type='SGD', lr=0.05)))
     model.set_resource_constraint('macs', 0.5 * model.supernet_resource('macs'))
