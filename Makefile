@@ -3,7 +3,8 @@
 # make bench: the CPU speed and exactness benchmarks of docs/benchmarks.md (about 15 minutes on
 #             2 idle cores); make bench-quality: the 3-seed quality comparison (about 40 minutes).
 PY := .venv/bin/python
-# a benchmark that fails fails the target, though its output goes through tee
+# a benchmark that fails fails the target, though its output goes through tee; its warnings
+# and traceback are kept in work_dirs/bench/NAME.log
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
@@ -24,14 +25,15 @@ bench: setup
 	mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/bench_topk.py | tee $(BENCH_OUT)/topk.md
 	$(PY) benchmarks/bench_trace.py | tee $(BENCH_OUT)/trace.md
-	$(PY) benchmarks/bench_exactness.py 2>/dev/null | tee $(BENCH_OUT)/exactness.md
-	$(PY) benchmarks/bench_search_overhead.py 2>/dev/null | grep -v ' - mmengine - ' \
-		| tee $(BENCH_OUT)/search_overhead.md
+	$(PY) benchmarks/bench_exactness.py 2>$(BENCH_OUT)/exactness.log \
+		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/exactness.md
+	$(PY) benchmarks/bench_search_overhead.py 2>$(BENCH_OUT)/search_overhead.log \
+		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/search_overhead.md
 
 bench-quality: setup
 	mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/bench_quality.py --seeds 0 1 2 --work-dir $(BENCH_OUT)/quality \
-		2>/dev/null | grep -v ' - mmengine - ' | tee $(BENCH_OUT)/quality.md
+		2>$(BENCH_OUT)/quality.log | grep -v ' - mmengine - ' | tee $(BENCH_OUT)/quality.md
 
 clean:
 	rm -rf work_dirs .pytest_cache .hypothesis
