@@ -123,8 +123,8 @@ def main() -> None:
         row = measure(name, args.seed, args.lr, args.max_steps, args.match_steps)
         rows.append(row)
         print(f"{name}: target {row['target'] / 1e9:.4f}G, hard {row['hard'] / 1e9:.6f}G, "
-              f"FlopAnalyzer {row['counted'] / 1e9:.6f}G after {row['steps']} + {args.match_steps} steps "
-              f"({row['seconds']:.1f} s)", flush=True)
+              f"FlopAnalyzer {row['counted'] / 1e9:.6f}G after {row['steps']} + "
+              f"{args.match_steps} steps ({row['seconds']:.1f} s)", flush=True)
 
     print(f'\nseed {args.seed}, Adam lr {args.lr} on the structure parameters alone, then '
           f'{args.match_steps} two-sided steps at {args.lr / 10:g}; MACs per image\n')
