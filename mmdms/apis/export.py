@@ -72,8 +72,8 @@ def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
         except RuntimeError as e:
             raise SubnetError(
                 f'The static subnet fails to run ({e}). A module whose forward reads a channel '
-                'count that pruning changed needs a rule: '
-                'mmdms.structures.register_static_rule') from e
+                'count that pruning changed needs a family adapter with a static rule: '
+                'mmdms.models.adapters.FamilyAdapter.static_rule') from e
     if len(expected) != len(actual) or any(a.shape != e.shape for a, e in zip(actual, expected)):
         return float('inf')
     return max(((a - e).abs().max() / e.abs().max().clamp_min(1e-12)).item()

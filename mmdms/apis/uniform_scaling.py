@@ -21,8 +21,8 @@ def uniform_structure(algorithm: nn.Module, target: float, resource: str = 'macs
     Raises:
         ValueError: no fraction gets within ``tolerance`` (the space is too coarse).
     """
-    mutables = list(algorithm.mutator.width_mutables)
-    depths = list(algorithm.mutator.depth_mutables)
+    mutables = algorithm.space.width_mutables()
+    depths = algorithm.space.depth_mutables()
     if scale_depth:
         mutables += depths
     else:

@@ -1,7 +1,10 @@
+from .layer_rules import *  # noqa: F401,F403
+from .adapters import *  # noqa: F401,F403
 from .backbones import *  # noqa: F401,F403
 from .algorithms import *  # noqa: F401,F403
 from .architectures import *  # noqa: F401,F403
 from .mutables import *  # noqa: F401,F403
 from .mutators import *  # noqa: F401,F403
+from .search_space import SearchSpace  # noqa: F401
 from .task_modules import *  # noqa: F401,F403
 from .utils import *  # noqa: F401,F403

@@ -1,9 +1,7 @@
-from .static_prune import (STATIC_RULES, check_subnet_fits, prune_layer, prune_to_subnet,
-                           register_static_rule)
-from .subnet_spec import (SUBNET_FORMAT, SubnetError, dump_subnet, load_subnet,
-                          subnet_from_algorithm)
-from .static_rules import kept_section_widths
+from .static_prune import check_subnet_fits, prune_layer, prune_to_subnet
+from .subnet_spec import (SUBNET_FORMAT, SubnetError, dump_subnet, kept_section_widths,
+                          load_subnet, subnet_from_algorithm)
 
-__all__ = ['STATIC_RULES', 'SUBNET_FORMAT', 'SubnetError', 'check_subnet_fits', 'dump_subnet',
+__all__ = ['SUBNET_FORMAT', 'SubnetError', 'check_subnet_fits', 'dump_subnet',
            'kept_section_widths', 'load_subnet', 'prune_layer', 'prune_to_subnet',
-           'register_static_rule', 'subnet_from_algorithm']
+           'subnet_from_algorithm']

@@ -2,8 +2,8 @@
 """The searched structure of a DMS model as a plain dict (``subnet.json``).
 
 Everything is read from the hard masks (kept iff ``m >= 0.5``) through the algorithm's
-:class:`~mmdms.models.mutators.masked_layout.MaskedLayout`, the map the resource estimator also
-counts from, so the exported structure and its counted cost cannot disagree. The dict holds:
+:class:`~mmdms.models.search_space.SearchSpace`, the record the resource estimator also counts
+from, so the exported structure and its counted cost cannot disagree. The dict serialises it:
 
 * ``macs``, ``params``, ``input_shape``: the static subnet's cost as the estimator counts it with
   hard masks (per sample, at ``input_shape``), and ``supernet``: the same for the supernet;
@@ -12,8 +12,9 @@ counts from, so the exported structure and its counted cost cannot disagree. The
 * ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks``;
   ``removed_blocks``: the blocks that become identities;
 * ``attentions``: per searched attention the kept heads, qk dims and v dims;
-* ``layers``: per masked conv / linear / norm layer (in model order) its type, channel counts and kept input and
-  output channel indices (``null``: all kept); ``free_params``: parameters owned by no layer
+* ``layers``: per masked conv / linear / norm layer (in model order) its type, its layer rule's
+  kind, channel counts and kept input and output channel indices (``null``: all kept);
+  ``free_params``: parameters owned by no layer
   (ViT class token, position embedding) with the kept indices of their last axis.
 
 The static model is then a pure function of the architecture config and this dict
@@ -21,35 +22,18 @@ The static model is then a pure function of the architecture config and this dic
 """
 import json
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from torch import Tensor
 
+from mmdms.models.layer_rules import SubnetError, layer_channels, rule_for
+
 SUBNET_FORMAT = 'mmdms-subnet/1'
 
 
-class SubnetError(ValueError):
-    """A subnet that cannot be exported or does not fit the architecture it is applied to."""
-
-
-def layer_channels(module: nn.Module) -> Optional[tuple]:
-    """``(input, output)`` channels of a conv / linear / norm layer; None for other modules."""
-    if isinstance(module, nn.Conv2d):
-        return module.in_channels, module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return module.num_features, module.num_features
-    if isinstance(module, nn.LayerNorm):
-        return module.normalized_shape[-1], module.normalized_shape[-1]
-    if isinstance(module, nn.GroupNorm):
-        return module.num_channels, module.num_channels
-    return None
-
-
 def layer_type(module: nn.Module) -> str:
-    """The static layer type of a (possibly DMS) layer, e.g. ``'Conv2d'`` for a DMSConv2d."""
+    """The static layer type of a (possibly DMS) layer: the class its DMS op stands for."""
     factory = getattr(module, 'static_op_factory', None)
     return factory.__name__ if isinstance(factory, type) else type(module).__name__
 
@@ -80,43 +64,41 @@ def subnet_from_algorithm(algorithm) -> Dict:
     """The structure the hard masks of a :class:`~mmdms.models.DMS` model select.
 
     Args:
-        algorithm: a DMS search model (``architecture``, ``mutator``, ``layout``, ``estimator``).
+        algorithm: a DMS search model (``architecture``, ``space``, ``estimator``).
 
     Returns:
         dict: the content of ``subnet.json`` (see the module docstring).
     """
-    mutator, layout, estimator = algorithm.mutator, algorithm.layout, algorithm.estimator
+    space, estimator = algorithm.space, algorithm.estimator
     modules = dict(algorithm.architecture.named_modules())
     params = dict(algorithm.architecture.named_parameters())
 
-    widths = {unit.name: _choice(unit.mutable_channel) for unit in mutator.mutable_units
-              if unit.is_mutable}
-    for key in mutator.structured_layers:
-        widths[key] = _choice(mutator.structured_mutables[key.replace('.', '__')])
+    widths = {key: _choice(group.mutable) for key, group in space.widths.items()}
 
     stages, removed = {}, []
-    for key, names in mutator.stage_blocks.items():
-        kept = mutator.stage_mutables[key].kept_blocks()
-        stages[key.replace('__', '.')] = dict(blocks=list(names), total=len(names),
-                                              kept=len(kept), kept_blocks=kept)
-        removed += [n for i, n in enumerate(names) if i not in kept]
+    for key, stage in space.stages.items():
+        kept = stage.mutable.kept_blocks()
+        stages[key] = dict(blocks=list(stage.blocks), total=len(stage.blocks), kept=len(kept),
+                           kept_blocks=kept)
+        removed += [n for i, n in enumerate(stage.blocks) if i not in kept]
 
     attentions = {name: dict(heads=_choice(att.heads), qk_dims=_choice(att.qk_dims),
                              v_dims=_choice(att.v_dims))
-                  for name, att in layout.attentions.items()}
+                  for name, att in space.attentions.items()}
 
     order = {name: i for i, name in enumerate(modules)}
     layers = {}
-    for name, masks in sorted(layout.layers.items(), key=lambda item: order[item[0]]):
+    for name, masks in sorted(space.layers.items(), key=lambda item: order[item[0]]):
         module = modules[name]
         c_in, c_out = layer_channels(module)
-        layers[name] = dict(type=layer_type(module), in_channels=c_in, out_channels=c_out,
+        layers[name] = dict(type=layer_type(module), kind=rule_for(module).kind,
+                            in_channels=c_in, out_channels=c_out,
                             kept_in=kept_indices(masks.in_mask(True), c_in, f"'{name}' input"),
                             kept_out=kept_indices(masks.out_mask(True), c_out,
                                                   f"'{name}' output"))
 
     free_params = {}
-    for name, fn in layout.params.items():
+    for name, fn in space.params.items():
         size = params[name].shape[-1]
         free_params[name] = dict(size=size, kept=kept_indices(fn(True), size, f"'{name}'"))
 
@@ -137,6 +119,19 @@ def subnet_from_algorithm(algorithm) -> Dict:
 
 def _count(value) -> int:
     return int(round(float(value)))
+
+
+def kept_section_widths(kept: Optional[Sequence[int]],
+                        sections: Sequence[int]) -> Tuple[int, ...]:
+    """How many of the ``kept`` channel indices (``None``: all) lie in each of the consecutive
+    ``sections`` (e.g. the halves a module splits a layer's output into)."""
+    if kept is None:
+        return tuple(sections)
+    widths, start = [], 0
+    for size in sections:
+        widths.append(sum(start <= i < start + size for i in kept))
+        start += size
+    return tuple(widths)
 
 
 def removed_blocks(subnet: Dict) -> List[str]:

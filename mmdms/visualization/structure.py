@@ -3,11 +3,20 @@
 against the supernet's, and the depth of every searched stage."""
 from typing import Dict, List, Optional, Tuple
 
+from mmdms.models.layer_rules import LAYER_RULES
 from mmdms.structures import subnet_from_algorithm
 from mmdms.structures.subnet_spec import in_removed_block
 
-#: Layer types drawn (their output width); norms follow the layer before them.
-DRAWN_TYPES = ('Conv2d', 'Conv2dAdaptivePadding', 'Linear')
+
+def _drawn(layer: Dict) -> bool:
+    """Layers with a searchable weight (convs, linears) are drawn (their output width); norms
+    follow the layer before them. A ``subnet.json`` without layer kinds (written before
+    mmdms recorded them) is read by its layer type names."""
+    if 'kind' in layer:
+        return any(r.kind == layer['kind'] and r.searchable_weight for r in LAYER_RULES.values())
+    return any(t.__name__ == layer['type'] and r.searchable_weight
+               for rule_types, r in ((r.dms_ops, r) for r in LAYER_RULES.values())
+               for t in list(rule_types) + list(r.module_types))
 
 
 def layer_widths(subnet: Dict) -> List[Tuple[str, int, int]]:
@@ -15,7 +24,7 @@ def layer_widths(subnet: Dict) -> List[Tuple[str, int, int]]:
     model order; a layer of a removed block has width 0."""
     rows = []
     for name, layer in subnet['layers'].items():
-        if layer['type'] not in DRAWN_TYPES:
+        if not _drawn(layer):
             continue
         total = layer['out_channels']
         kept = 0 if in_removed_block(name, subnet) else \

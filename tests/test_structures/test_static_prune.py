@@ -17,8 +17,10 @@ from mmdms.models import DMS, DMSSubnet
 from mmdms.models.architectures import (PrunedCSPLayerWithTwoConv, PrunedMultiheadAttention,
                                        RemovedBlock)
 from mmdms.models.mutables import DMSMutableChannel
-from mmdms.models.mutators.vit_space import DMSMultiheadAttention
-from mmdms.structures import (STATIC_RULES, SubnetError, check_subnet_fits, dump_subnet,
+from mmdms.models.adapters import FamilyAdapter
+from mmdms.models.adapters.vision_transformer import DMSMultiheadAttention
+from mmdms.registry import ADAPTERS
+from mmdms.structures import (SubnetError, check_subnet_fits, dump_subnet,
                               load_subnet, prune_layer, prune_to_subnet, subnet_from_algorithm)
 from mmdms.utils import count_macs, count_params
 
@@ -131,8 +133,14 @@ def test_static_rules_run_on_their_modules(monkeypatch):
     search = randomize_structure(search_model(Net()), seed=2)
     subnet = subnet_from_algorithm(search)
     calls = []
-    monkeypatch.setitem(STATIC_RULES, nn.AdaptiveAvgPool2d,
-                        lambda module, name, spec: calls.append((name, spec is subnet)))
+
+    class PoolAdapter(FamilyAdapter):
+        module_type = nn.AdaptiveAvgPool2d
+
+        def static_rule(self, module, name, spec):
+            calls.append((name, spec is subnet))
+
+    monkeypatch.setitem(ADAPTERS._module_dict, 'PoolAdapter', PoolAdapter)
     prune_to_subnet(Net(), subnet)
     assert calls == [('pool', True)]
 
@@ -152,7 +160,7 @@ def test_a_static_model_that_fails_to_run_is_a_subnet_error():
         def forward(self, x, mode='tensor'):
             raise RuntimeError('split_with_sizes expects split_sizes to sum exactly to 12')
 
-    with pytest.raises(SubnetError, match='register_static_rule'):
+    with pytest.raises(SubnetError, match='FamilyAdapter.static_rule'):
         hard_mask_difference(Search(), Broken(), (1, 3))
 
 

@@ -151,7 +151,7 @@ class ResourceLossHook(Hook):
         width_only = step >= self.decay_steps
         model.resource_two_sided = width_only and self.match_target
         if width_only:
-            for mutable in model.mutator.depth_mutables:
+            for mutable in model.space.depth_mutables():
                 mutable.freeze()
 
     def before_train_epoch(self, runner) -> None:
@@ -174,8 +174,8 @@ class ResourceLossHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         model = self._model(runner)
         hub = runner.message_hub
-        for key, mutable in model.mutator.stage_mutables.items():
-            hub.update_scalar(f'train/depth/{key.replace("__", ".")}', mutable.num_kept)
+        for key, stage in model.space.stages.items():
+            hub.update_scalar(f'train/depth/{key}', stage.mutable.num_kept)
         self._sync_ema(runner, model)
 
     @staticmethod

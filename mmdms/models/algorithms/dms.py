@@ -9,8 +9,6 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmdms.models.mutators.masked_layout import build_masked_layout
-from mmdms.models.task_modules import RESOURCE_TYPES
 
 #: Scale of the logged ``r_c`` / ``r_t``: MACs and params in millions, latency in ms.
 RESOURCE_LOG_SCALE = dict(macs=1e-6, params=1e-6, latency=1.0)
@@ -65,14 +63,15 @@ class DMS(BaseAlgorithm):
             mutator = MODELS.build(dict(mutator, _scope_=mutator.get('_scope_', 'mmrazor')))
         self.mutator = mutator
         self.mutator.prepare_from_supernet(self.architecture)
-        self.layout = build_masked_layout(self.architecture, self.mutator)
+        #: The search space the mutator found (what the estimator, export and hooks read).
+        self.space = self.mutator.space
         estimator_cfg = dict(resource_estimator)
         estimator_cfg.setdefault('_scope_', 'mmrazor')
         demo_input = getattr(self.mutator, 'parse_cfg', {}).get('demo_input')
         if 'input_shape' not in estimator_cfg and isinstance(demo_input, (tuple, list)):
             estimator_cfg['input_shape'] = tuple(demo_input)
         self.estimator = TASK_UTILS.build(estimator_cfg)
-        self.estimator.prepare(self.architecture, self.layout)
+        self.estimator.prepare(self.architecture, self.space)
         #: Set by ResourceLossHook: what is constrained, the current target, the loss weight.
         self.resource_type = 'macs'
         self.resource_target: Optional[float] = None
@@ -109,8 +108,9 @@ class DMS(BaseAlgorithm):
     def set_resource_constraint(self, resource: str, target: Optional[float],
                                 lambda_resource: float = 1.0) -> None:
         """Constrain ``resource`` to ``target`` (``None`` lifts the constraint)."""
-        if resource not in RESOURCE_TYPES:
-            raise ValueError(f"Unknown resource type '{resource}': use one of {RESOURCE_TYPES}")
+        if resource not in self.estimator.resource_types:
+            raise ValueError(f"Unknown resource type '{resource}': the estimator counts "
+                             f'{self.estimator.resource_types}')
         if target is not None and not target > 0:
             raise ValueError(f'The resource target must be positive, got {target}')
         self.resource_type = resource
@@ -129,7 +129,7 @@ class DMS(BaseAlgorithm):
             loss = self.lambda_resource * torch.log(r_c / r_t)
         else:
             loss = r_c * 0.0  # keeps the graph (and data-parallel gradients) connected
-        scale = RESOURCE_LOG_SCALE[self.resource_type]
+        scale = RESOURCE_LOG_SCALE.get(self.resource_type, 1.0)
         return dict(loss_resource=loss, r_c=r_c.detach() * scale,
                     r_t=torch.tensor(r_t * scale))
 
@@ -141,4 +141,4 @@ class DMS(BaseAlgorithm):
 
     def dms_mutables(self) -> List[nn.Module]:
         """Every DMS mutable of the search space."""
-        return self.mutator.dms_mutables()
+        return self.space.dms_mutables()

@@ -14,7 +14,7 @@ class PrunedMultiheadAttention(MultiheadAttention):
     ``qkv`` outputs ``[q | k | v]`` as ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``,
     ``(num_heads, v_dims)`` and ``proj`` reads ``(num_heads, v_dims)``. The softmax scale stays the
     supernet's ``head_dims ** -0.5`` (``scale``), so the pruned attention computes exactly what
-    the hard-masked :class:`~mmdms.models.mutators.vit_space.DMSMultiheadAttention` did.
+    the hard-masked :class:`~mmdms.models.adapters.vision_transformer.DMSMultiheadAttention` did.
 
     Built by :meth:`convert_from` from a (sliced) ``MultiheadAttention``; it adds no parameter.
     """

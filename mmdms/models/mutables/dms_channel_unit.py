@@ -6,7 +6,7 @@ import torch.nn as nn
 from mmrazor.models.mutables import MutableChannelUnit
 from mmrazor.registry import MODELS
 
-from mmdms.models.architectures import DMSMaskContainer, replace_with_dms_op
+from mmdms.models.layer_rules import DMSMaskContainer, replace_with_dms_op
 from .dms_mutable_channel import DMSMutableChannel
 
 
@@ -14,10 +14,10 @@ from .dms_mutable_channel import DMSMutableChannel
 class DMSChannelUnit(MutableChannelUnit):
     """All layers whose channels depend on each other share one :class:`DMSMutableChannel`.
 
-    ``prepare_for_pruning`` swaps the group's conv / linear / norm layers for their DMS versions
-    (:mod:`mmdms.models.architectures.dms_ops`, same parameters and state-dict keys) and registers
-    the mutable over the group's channel range of each, so every consumer multiplies its input by
-    the group's soft mask.
+    ``prepare_for_pruning`` swaps the group's conv / linear / norm layers for the DMS ops of their
+    layer rules (:mod:`mmdms.models.layer_rules`; same parameters and state-dict keys) and
+    registers the mutable over the group's channel range of each, so every consumer multiplies
+    its input by the group's soft mask.
 
     Args:
         num_channels (int): width of the group.

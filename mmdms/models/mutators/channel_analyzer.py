@@ -10,6 +10,10 @@ search). :class:`DMSChannelAnalyzer` converts such nodes into :class:`SplitChann
 ``i``), so every part is a channel range of its own that follows its consumers, and installs the
 traceable forwards of :mod:`.trace_forwards` on its private copy of the model.
 
+MMRazor keeps a width only if a physically pruned copy of the model still runs; its pruned copy
+knows a fixed set of layer types. A layer rule that names a ``check_op`` (an MMRazor dynamic op
+that slices its parameters) adds its type to that set (:class:`RuleAwareCheckUnit`).
+
 It also leaves out of the channel graph what only reads a tensor's batch or spatial sizes
 (``b, _, h, w = x.shape`` then ``reshape(..., h * w)`` in YOLOv8's head): MMRazor treats such a
 read as a consumer of all of ``x``'s channels, and the unused ``_`` as a model output, which ties
@@ -23,6 +27,8 @@ from typing import Dict, List, Optional
 
 import torch
 from mmengine.model.utils import revert_sync_batchnorm
+from mmrazor.models.mutables import MutableChannelUnit, SequentialMutableChannelUnit
+from mmrazor.models.mutables.mutable_channel.units.utils import find_mutable
 from mmrazor.models.task_modules.tracer.channel_analyzer import ChannelAnalyzer
 from mmrazor.registry import TASK_UTILS
 from mmrazor.structures.graph.base_graph import BaseGraph
@@ -35,6 +41,7 @@ from mmrazor.structures.graph.pseudo_fx_graph import FxBaseNode
 from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
+from mmdms.models.layer_rules import LAYER_RULES
 from .norm_folding import norm_act_conv_chains
 from .trace_forwards import install_trace_forwards
 
@@ -240,6 +247,18 @@ def parse_fx_graph(fx_graph: FxGraph, drop: set) -> BaseGraph:
     return graph
 
 
+class RuleAwareCheckUnit(SequentialMutableChannelUnit):
+    """The unit of MMRazor's pruning check, with the ``check_op`` of every layer rule that has
+    one next to MMRazor's own dynamic ops."""
+
+    def prepare_for_pruning(self, model: torch.nn.Module) -> None:
+        extra = {t: rule.check_op for t, rule in LAYER_RULES.items()
+                 if getattr(rule, 'check_op', None) is not None}
+        if extra:
+            self._replace_with_dynamic_ops(model, extra)
+        super().prepare_for_pruning(model)
+
+
 @TASK_UTILS.register_module()
 class DMSChannelAnalyzer(ChannelAnalyzer):
     """MMRazor's ``ChannelAnalyzer`` that also follows channel splits (FX tracer).
@@ -274,3 +293,32 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         channel_graph.check()
         channel_graph.forward(self.demo_input.input_shape[1])
         return self._find_mutable_units(model, channel_graph.generate_units_config())
+
+    def _find_mutable_units(self, model, units_config: Dict) -> Dict:
+        """MMRazor's check that each width can be pruned (a pruned copy must run and keep its
+        output shapes), with :class:`RuleAwareCheckUnit`."""
+        model = copy.deepcopy(model).cpu()
+        units = [RuleAwareCheckUnit.init_from_cfg(model, cfg) for cfg in units_config.values()]
+        for unit in units:
+            unit.prepare_for_pruning(model)
+        mutable_units = [unit for unit in units if unit.is_mutable]
+        inputs = self.demo_input.get_data(model)
+        model.eval()
+        if isinstance(inputs, dict):
+            template_output = None
+            for mode in ['loss', 'tensor', 'predict']:
+                try:
+                    inputs['mode'] = mode  # find_mutable runs the mode that worked
+                    template_output = model(**inputs)
+                    break
+                except Exception:  # noqa: BLE001  (MMRazor tries the modes in this order)
+                    continue
+        else:
+            template_output = model(inputs)
+        if template_output is None:
+            raise RuntimeError('The channel analyzer could not run the model on its demo input '
+                               f'{self.demo_input}: check the mutator\'s parse_cfg.demo_input')
+        mutable_units = find_mutable(model, mutable_units, units, inputs, template_output)
+        return {unit.name: MutableChannelUnit.config_template(unit, with_channels=True,
+                                                               with_init_args=True)
+                for unit in mutable_units}

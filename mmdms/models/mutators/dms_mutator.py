@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """DMSMutator: finds every width and depth DMS can search in a real model."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -10,13 +10,15 @@ from mmrazor.models.mutators import ChannelMutator
 from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUnit
 from mmrazor.registry import MODELS, TASK_UTILS
 
+from mmdms.models.adapters.base import adapter_for
+from mmdms.models.layer_rules import searchable_layers
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
 from .norm_folding import fold_masks_into_norms
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
-from .vit_space import ViTSearchSpace, find_vision_transformers
 
 
 class UntraceableModuleError(RuntimeError):
@@ -25,14 +27,19 @@ class UntraceableModuleError(RuntimeError):
 
 @MODELS.register_module()
 class DMSMutator(ChannelMutator):
-    """Owns the DMS search space of a model: one mutable per width group and per stage depth.
+    """Finds the DMS search space of a model and writes it into :attr:`space`
+    (:class:`~mmdms.models.search_space.SearchSpace`); owns its mutables, one per width group
+    and per stage depth.
 
     Widths come from MMRazor's ``ChannelAnalyzer`` (FX tracer by default): every group of
     dependent channels (residual adds, concats, depthwise convs) becomes a :class:`DMSChannelUnit`
-    whose layers multiply their inputs by the group's soft mask. Depths come from identity-residual
-    blocks (:mod:`.residual_blocks`): the searchable blocks under one parent module form a stage
-    with one :class:`DMSMutableBlocks`, and block ``i`` computes ``x + m_i (g(x) - x)`` through a
-    forward hook, without touching its code.
+    whose layers multiply their inputs by the group's soft mask. A module whose family adapter
+    builds its space from its layout (:mod:`mmdms.models.adapters`, e.g. a ViT) is a leaf for
+    the tracer and gets its widths from the adapter. Depths come from identity-residual blocks
+    (:mod:`.residual_blocks`): the searchable blocks under one parent module form a stage with
+    one :class:`DMSMutableBlocks`, and block ``i`` computes ``x + m_i (g(x) - x)`` through a
+    forward hook, without touching its code. Nothing downstream reads the mutator: the
+    estimator, the export, the hooks and the plot read :attr:`space`.
 
     Args:
         channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
@@ -91,73 +98,101 @@ class DMSMutator(ChannelMutator):
         self.allow_empty_stage = allow_empty_stage
         self.leaf_modules = tuple(import_class(p) if isinstance(p, str) else p
                                   for p in leaf_modules)
+        #: The record of the search space, written by :meth:`prepare_from_supernet`.
+        self.space = SearchSpace()
+        # The mutables as submodules, so that they are checkpointed (state-dict keys cannot
+        # hold '.'): stage depths, and the widths adapters built (the units hold the others).
         self.stage_mutables = nn.ModuleDict()
-        #: Widths built from a known layout (ViT), by name, and the layers each one masks.
         self.structured_mutables = nn.ModuleDict()
-        self.structured_layers: Dict[str, List[str]] = {}
-        self.stage_blocks: Dict[str, List[str]] = {}
-        self.fixed_stages: Dict[str, str] = {}
         self._depth_hooks: list = []
-        self._covered_report: Tuple[int, int] = (0, 0)
-        self.unsearched_layers: List[str] = []
         self.fold_norm_masks = fold_norm_masks
-        #: Convs whose input mask their BatchNorm applies.
-        self.folded_convs: List[str] = []
 
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
         """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
         analyzer = TASK_UTILS.build(self.parse_cfg)
         block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
-        vit_names = find_vision_transformers(supernet) if self.search_width else []
+        built = [(name, adapter) for name, adapter in
+                 ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
+                 if adapter is not None] if self.search_width else []
         if self.search_width:
-            self._analyzer = analyzer
-            self._extra_leaves = tuple(type(supernet.get_submodule(n)) for n in vit_names)
-            super().prepare_from_supernet(supernet)
-            del self._analyzer, self._extra_leaves
+            leaves = tuple(type(supernet.get_submodule(n)) for n, _ in built)
+            self._prepare_traced_widths(supernet, analyzer, leaves)
             if self.fold_norm_masks:
-                self.folded_convs = fold_masks_into_norms(
+                self.space.folded_convs = fold_masks_into_norms(
                     supernet, getattr(analyzer, 'norm_chains', {}))
-            for name in vit_names:
-                self._prepare_vit(supernet, name)
+            for name, adapter in built:
+                self._build_adapter_space(supernet, name, adapter)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
 
-    def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict) -> List[DMSChannelUnit]:
-        analyzer = getattr(self, '_analyzer', None) or TASK_UTILS.build(parse_cfg)
+    def _prepare_traced_widths(self, model: nn.Module, analyzer, extra_leaves: tuple) -> None:
+        """MMRazor's ``ChannelMutator.prepare_from_supernet`` (tracer path) with ``analyzer``,
+        the configured and the adapters' leaf modules; then the space records the units."""
+        device = next(model.parameters()).device
+        self._name2module = dict(model.named_modules())
+        units = self._units_from_tracer(model, analyzer, extra_leaves)
+        for i, unit in enumerate(units):
+            units[i] = unit.to(device)
+            units[i].prepare_for_pruning(model)
+            self._name2unit[units[i].name] = units[i]
+        self.units = nn.ModuleList(units)
+        self._record_units(model)
+
+    def _units_from_tracer(self, model: nn.Module, analyzer,
+                           extra_leaves: tuple = ()) -> List[DMSChannelUnit]:
         if analyzer.tracer_type == 'FxTracer':
             analyzer.tracer = RecordingFxTracer(
-                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules +
-                getattr(self, '_extra_leaves', ()))
+                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules + extra_leaves)
         unit_configs = analyzer.analyze(model)
         self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
         units = [ChannelUnit.init_from_cfg(model, cfg) for cfg in unit_configs.values()]
         return self._convert_channel_unit_to_mutable(units)
+
+    def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict) -> List[DMSChannelUnit]:
+        # MMRazor's entry point, kept for callers of ChannelMutator's API
+        return self._units_from_tracer(model, TASK_UTILS.build(parse_cfg))
 
     def _check_untraced(self, model: nn.Module, untraced: Dict[str, tuple]) -> None:
         """One clear error for a module with weights that the tracer could not enter."""
         modules = dict(model.named_modules())
         for name, (module_type, reason) in untraced.items():
             module = modules.get(name)
-            if module is None or not any(isinstance(m, (nn.Conv2d, nn.Linear))
-                                         for m in module.modules()):
+            if module is None or next(searchable_layers(module), None) is None:
                 continue  # nothing searchable is hidden inside it
             path = f'{module_type.__module__}.{module_type.__qualname__}'
             raise UntraceableModuleError(
                 f"MMRazor's channel tracer cannot trace module '{name}' ({path}): {reason}. "
                 'Its layers would silently drop out of the '
                 f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
-                'channels then stay fixed), or make it traceable (e.g. give it a traceable '
-                'forward with mmdms.models.mutators.register_trace_forward, as mmdms does for '
-                "mmyolo's CSPLayerWithTwoConv).")
+                'channels then stay fixed), or make it traceable (e.g. a family adapter with a '
+                'traceable forward, mmdms.models.adapters.FamilyAdapter.trace_forward, as mmdms '
+                "has for mmyolo's CSPLayerWithTwoConv).")
 
-    def _prepare_vit(self, model: nn.Module, name: str) -> None:
-        space = ViTSearchSpace(model, name, self.unit_default_args)
-        for key, mutable in space.build().items():
-            self.structured_mutables[key.replace('.', '__')] = mutable
-            self.structured_layers[key] = space.layers[key[len(name) + 1:] if name else key]
+    def _record_units(self, model: nn.Module) -> None:
+        """Write the traced widths and the masks their layers read into the space."""
+        names = set()
+        for unit in self.units:
+            if unit.is_mutable:
+                self.space.add_width(unit.name, unit.mutable_channel, unit.layer_names())
+            names.update(c.name for c in list(unit.input_related) + list(unit.output_related)
+                         if isinstance(c.module, nn.Module))
+        for name, module in model.named_modules():
+            if name in names:
+                in_mask = container_mask(module, 'in_channels')
+                out_mask = container_mask(module, 'out_channels')
+                self.space.set_layer_masks(name, in_mask if in_mask is not no_mask else None,
+                                           out_mask if out_mask is not no_mask else None)
+
+    def _build_adapter_space(self, model: nn.Module, name: str, adapter) -> None:
+        """Let ``adapter`` build module ``name``'s widths; own the mutables it made."""
+        before = set(self.space.widths)
+        adapter.build_space(model, name, self.space, dict(self.unit_default_args))
+        for key, group in self.space.widths.items():
+            if key not in before:
+                self.structured_mutables[key.replace('.', '__')] = group.mutable
 
     def _demo_forward(self, model: nn.Module, analyzer) -> None:
         inputs = analyzer.demo_input.get_data(model)
@@ -204,14 +239,14 @@ class DMSMutator(ChannelMutator):
             fixed = 1 if has_head else 0
             min_kept = 0 if self.allow_empty_stage else max(0, self.min_blocks - fixed)
             if len(names) <= min_kept:
-                self.fixed_stages[stage] = f'{len(names)} block(s), all kept (min {min_kept})'
+                self.space.fixed_stages[stage] = \
+                    f'{len(names)} block(s), all kept (min {min_kept})'
                 continue
             mutable = DMSMutableBlocks(len(names), min_blocks=min_kept,
                                        allow_empty=min_kept == 0, **self.depth_args)
             mutable.to(next(model.parameters()).device)
-            key = stage.replace('.', '__')
-            self.stage_mutables[key] = mutable
-            self.stage_blocks[key] = names
+            self.stage_mutables[stage.replace('.', '__')] = mutable
+            self.space.add_stage(stage, mutable, names)
             for index, name in enumerate(names):
                 self._depth_hooks.append(modules[name].register_forward_hook(
                     _DepthMask(mutable, index), with_kwargs=True))
@@ -241,66 +276,50 @@ class DMSMutator(ChannelMutator):
                 run, has_head = [], child is not None
 
     def _report_coverage(self, model: nn.Module) -> None:
-        covered_names = set()
-        for unit in self.mutable_units:
-            covered_names.update(unit.layer_names())
-        for layers in self.structured_layers.values():
-            covered_names.update(layers)
-        total = covered = 0
-        unsearched = []
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                total += module.weight.numel()
-                if name in covered_names:
-                    covered += module.weight.numel()
-                else:
-                    unsearched.append(name)
-        self._covered_report = (covered, total)
-        self.unsearched_layers = unsearched
+        self.space.set_coverage(model, list(searchable_layers(model)))
+        unsearched = self.space.unsearched_layers
         if self.search_width and unsearched:
             print_log(f'DMSMutator: {len(unsearched)} conv/linear layer(s) have no searchable '
                       f'width: {", ".join(unsearched)}', logger='current', level=30)
 
-    # the search space --------------------------------------------------------------------------
+    # the search space, as the space records it -------------------------------------------------
     @property
     def width_mutables(self) -> list:
-        return [unit.mutable_channel for unit in self.mutable_units] + \
-            list(self.structured_mutables.values())
+        return self.space.width_mutables()
 
     @property
     def depth_mutables(self) -> list:
-        return list(self.stage_mutables.values())
+        return self.space.depth_mutables()
 
     def dms_mutables(self) -> list:
         """Every DMS mutable: widths first, then stage depths."""
-        return self.width_mutables + self.depth_mutables
+        return self.space.dms_mutables()
 
     @property
     def weight_coverage(self) -> float:
         """Fraction of conv/linear weights in layers with a searchable input or output width."""
-        covered, total = self._covered_report
-        return covered / total if total else 0.0
+        return self.space.weight_coverage
+
+    @property
+    def unsearched_layers(self) -> List[str]:
+        return self.space.unsearched_layers
+
+    @property
+    def folded_convs(self) -> List[str]:
+        return self.space.folded_convs
+
+    @property
+    def fixed_stages(self) -> Dict[str, str]:
+        return self.space.fixed_stages
+
+    @property
+    def stage_blocks(self) -> Dict[str, List[str]]:
+        """Blocks per stage, keyed like :attr:`stage_mutables`."""
+        return {k.replace('.', '__'): s.blocks for k, s in self.space.stages.items()}
 
     def summary(self) -> str:
         """A readable table of the search space (logged when it is prepared)."""
-        lines = [f'DMSMutator search space: {len(self.width_mutables)} width group(s), '
-                 f'{len(self.depth_mutables)} depth stage(s), '
-                 f'{self.weight_coverage:.1%} of conv/linear weights searchable, '
-                 f'{len(self.folded_convs)} conv input mask(s) applied by their BatchNorm']
-        for unit in self.mutable_units:
-            m = unit.mutable_channel
-            lines.append(f'  width {unit.name}: N={m.num_channels} step={m.step} '
-                         f'width={m.activated_channels} layers={",".join(unit.layer_names())}')
-        for key, layers in self.structured_layers.items():
-            m = self.structured_mutables[key.replace('.', '__')]
-            lines.append(f'  width {key}: N={m.num_channels} step={m.step} '
-                         f'width={m.activated_channels} layers={",".join(layers)}')
-        for key, mutable in self.stage_mutables.items():
-            lines.append(f'  depth {key.replace("__", ".")}: blocks={len(self.stage_blocks[key])} '
-                         f'kept={mutable.num_kept} min={mutable.min_elements}')
-        for parent, why in self.fixed_stages.items():
-            lines.append(f'  depth {parent}: not searched ({why})')
-        return '\n'.join(lines)
+        return 'DMSMutator: ' + self.space.summary()
 
 
 class _DepthMask:

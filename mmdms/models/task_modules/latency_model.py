@@ -1,8 +1,9 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Per-layer latency model for the latency constraint (paper App. A.1.2, Eq. 9).
 
-Each conv / linear layer is timed on the current device at a grid of input and output keep
-fractions, as the pruned static layer on an input of its recorded shape; a smooth
+Each timed layer (convs and linears: their layer rules give the static layer to time) is timed
+on the current device at a grid of input and output keep fractions, as the pruned static layer
+on an input of its recorded shape; a smooth
 ``F(x_in, x_out) = c0 + c1 x_in + c2 x_out + c3 x_in x_out`` (a quadratic surface, as the paper
 uses) is fitted to ``latency / latency_max`` by non-negative least squares, so that
 ``r_c = sum latency_max * F(x_in, x_out)`` never rewards a wider layer, however noisy the timings
@@ -18,14 +19,11 @@ from scipy.optimize import nnls
 from torch import Tensor
 
 
-def _pruned_layer(module: nn.Module, call, c_in: int, c_out: int) -> nn.Module:
-    if call.kind == 'linear':
-        return nn.Linear(c_in, c_out, bias=call.bias)
-    groups = c_in if call.depthwise else call.groups
-    if call.depthwise:
-        c_out = c_in
-    return nn.Conv2d(c_in, c_out, module.kernel_size, module.stride, module.padding,
-                     module.dilation, groups, bias=call.bias)
+def latency_basis(x, y) -> Tensor:
+    """``[1, x, y, xy]``: the quadratic surface fitted per layer (App. A.1.2): overhead,
+    input- and output-bound terms, compute-bound term."""
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    return torch.stack([torch.ones_like(x), x, y, x * y])
 
 
 def _time_ms(layer: nn.Module, x: Tensor, repeats: int, warmup: int) -> float:
@@ -51,25 +49,22 @@ def fit_layer(module: nn.Module, call, fractions: Sequence[float] = (0.25, 0.5, 
     Returns:
         ``(latency_max_ms, coefficients)`` of ``F = c . [1, x, y, xy]``, all ``c >= 0``.
     """
-    from .resource_estimator import _latency_basis
     device = next(module.parameters()).device
-    groups = call.groups if not call.depthwise else 1
+    channelwise = call.rule.channelwise(call)  # a depthwise conv: one width
+    groups = call.groups if not channelwise else 1
     points, times = [], []
     for x in fractions:
-        for y in (fractions if not call.depthwise else [x]):
+        for y in (fractions if not channelwise else [x]):
             c_in = max(groups, round(call.in_channels * x) // groups * groups)
             c_out = max(groups, round(call.out_channels * y) // groups * groups)
-            layer = _pruned_layer(module, call, c_in, c_out).to(device).eval()
-            inputs = torch.randn((1, c_in) + tuple(call.in_shape[1:]) if call.kind == 'conv'
-                                 else tuple(call.in_shape[:-1]) + (c_in,), device=device)
-            if call.kind == 'linear':
-                inputs = inputs.unsqueeze(0)
+            layer = call.rule.latency_layer(module, call, c_in, c_out).to(device).eval()
+            inputs = call.rule.latency_input(call, c_in, device)
             points.append((c_in / call.in_channels, c_out / call.out_channels))
             times.append(_time_ms(layer, inputs, repeats, warmup))
     latency_max = max(times[-1], 1e-6)
-    basis = torch.stack([_latency_basis(x, y) for x, y in points]).double().numpy()
+    basis = torch.stack([latency_basis(x, y) for x, y in points]).double().numpy()
     target = (torch.tensor(times, dtype=torch.float64) / latency_max).numpy()
-    if call.depthwise:  # x == y: 1, x, x^2 along the diagonal
+    if channelwise:  # x == y: 1, x, x^2 along the diagonal
         solution, _ = nnls(basis[:, [0, 1, 3]], target)
         coeffs = [solution[0], solution[1], 0.0, solution[2]]
     else:

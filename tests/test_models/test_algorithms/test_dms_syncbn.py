@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 from mmpretrain.structures import DataSample
 
 from dms_test_utils import build_search_model, digits_search_config
-from mmdms.models.architectures.dms_ops import DMSSyncBatchNorm
+from mmdms.models.layer_rules import DMSSyncBatchNorm
 from mmdms.utils import release_process_group
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))

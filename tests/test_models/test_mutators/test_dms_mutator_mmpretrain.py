@@ -7,7 +7,7 @@ import torch
 from mmpretrain import get_model
 from mmrazor.registry import MODELS
 
-from mmdms.models.mutators.vit_space import DMSMultiheadAttention
+from mmdms.models.adapters.vision_transformer import DMSMultiheadAttention
 from dms_test_utils import assert_hard_ones_reproduce, last_output
 
 SIZE = 64  # small inputs keep the suite fast; the structure does not depend on them

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmrazor.registry import MODELS
 
-from mmdms.models.mutators.trace_forwards import csp_layer_with_two_conv_forward
+from mmdms.models.adapters.mmyolo_yolov8 import csp_layer_with_two_conv_forward
 from dms_test_utils import assert_hard_ones_reproduce
 
 mmyolo = pytest.importorskip('mmyolo')

@@ -9,7 +9,9 @@ from mmrazor.registry import MODELS
 
 from mmdms.models import DMSConv2d, DMSMutator, UntraceableModuleError
 from mmdms.models.mutators.channel_analyzer import SplitSpec, shape_only_nodes
-from mmdms.models.mutators.trace_forwards import output_section_widths, register_trace_forward
+from mmdms.models.adapters import FamilyAdapter
+from mmdms.models.mutators.trace_forwards import output_section_widths
+from mmdms.registry import ADAPTERS
 # after mmdms, whose shims let mmrazor.models import on this torch
 from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin  # noqa: E402,I100
 from dms_test_utils import assert_hard_ones_reproduce
@@ -104,7 +106,16 @@ class SplitModel(nn.Module):
         return self.head(y.mean(dim=(2, 3)))
 
 
-@register_trace_forward(SplitModel)
+@ADAPTERS.register_module()
+class SplitModelAdapter(FamilyAdapter):
+    """SplitModel's traceable forward (exactly SplitModel: not its subclasses)."""
+    module_type = SplitModel
+    match_subclasses = False
+
+    def trace_forward(self, module, x):
+        return split_model_trace_forward(module, x)
+
+
 def split_model_trace_forward(self, x):
     """SplitModel's forward for the analyzer; in MMRazor's pruned copy it splits where the kept
     channels of each part lie (the registry's contract)."""

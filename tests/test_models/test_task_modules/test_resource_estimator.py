@@ -9,7 +9,6 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmrazor.registry import MODELS
 
-from mmdms.models.mutators.masked_layout import build_masked_layout
 from mmdms.models.task_modules import DMSResourceEstimator
 from mmdms.utils import count_macs, count_params
 
@@ -23,7 +22,7 @@ def prepare(model, size, **mutator_args):
     mutator.prepare_from_supernet(model)
     estimator = DMSResourceEstimator((1, 3, size, size))
     forward = None if hasattr(model, 'data_preprocessor') else (lambda m, x: m(x))
-    estimator.prepare(model, build_masked_layout(model, mutator), forward)
+    estimator.prepare(model, mutator.space, forward)
     return mutator, estimator
 
 
@@ -191,8 +190,8 @@ def test_supernet_counts_equal_flop_analyzer_and_pooling_takes_its_consumers_mas
     stream, = [u for u in model.mutator.mutable_units  # the last stage's residual stream
                if 'head.fc' in u.layer_names()]
     stream.mutable_channel.set_kept(5)
-    assert model.estimator._call_macs(pool, hard=True).item() == 5 * pool.positions
-    assert model.estimator._call_macs(pool, hard=False).item() == \
+    assert model.estimator.call_macs(pool, hard=True).item() == 5 * pool.positions
+    assert model.estimator.call_macs(pool, hard=False).item() == \
         stream.mutable_channel.soft_mask.sum().item() * pool.positions
 
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from mmcv.cnn.bricks import Conv2dAdaptivePadding
 
 from mmdms.models import DMSMaskContainer, DMSMutableChannel
-from mmdms.models.architectures import (DMSBatchNorm2d, DMSConv2d, DMSLayerNorm, DMSLinear,
-                                        replace_with_dms_op)
+from mmdms.models.layer_rules import (DMSBatchNorm2d, DMSConv2d, DMSLayerNorm, DMSLinear,
+                                      replace_with_dms_op)
 
 
 def with_input_mutable(layer, mutable):

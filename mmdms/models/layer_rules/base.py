@@ -1,0 +1,271 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""The table of layer rules: everything DMS knows about one layer type, in one object.
+
+A :class:`LayerRule` says, for the layer types it describes, how the layer reads a DMS mask
+(its DMS op), what its channels are, how one call is recorded for counting, its MACs and
+parameters as functions of the kept widths, how the static export slices it, and which static
+layer is timed for the latency model. The resource estimator, the subnet export, the static
+slicing and the latency model read the rule of a layer and nothing else about its type, so
+adding a layer type is one rule in one file (like Torch-Pruning's ``BasePruningFunc``).
+
+Rules are looked up by the layer's class or its nearest base class in the table
+(:func:`rule_for`): register one for your own layer type with :func:`register_layer_rule`.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+class SubnetError(ValueError):
+    """A subnet that cannot be exported or does not fit the architecture it is applied to."""
+
+
+@dataclass
+class LayerCall:
+    """One call of a layer in the recorded forward (per sample)."""
+    name: str
+    kind: str  # the rule's kind: conv | linear | bn | norm | attention | pool | ...
+    in_channels: int
+    out_channels: int
+    positions: int  # output pixels (conv), tokens (linear, attention), elements / C (norms)
+    kernel: int = 1  # k_h * k_w
+    groups: int = 1
+    affine: bool = True  # norms: has weight and bias
+    bias: bool = False  # conv / linear: has a bias
+    in_shape: tuple = ()  # per-sample input shape
+    consumer: Optional[str] = None  # pool: the layer that reads its output (gives its channels)
+    rule: Optional['LayerRule'] = field(default=None, repr=False, compare=False)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == 'conv' and self.groups == self.in_channels > 1
+
+
+class MaskReader:
+    """What a rule may read of the search space while counting: the masks of a layer and the
+    expected (soft) or exact (hard) width a mask keeps.
+
+    Args:
+        space: the :class:`~mmdms.models.search_space.SearchSpace`.
+        hard (bool): count with the 0/1 masks (exact, float64).
+        full (bool): ignore every mask (the supernet).
+    """
+
+    def __init__(self, space, hard: bool = False, full: bool = False) -> None:
+        self.space, self.hard, self.full = space, hard, full
+
+    def mask(self, fn: Callable[[bool], Optional[Tensor]]) -> Optional[Tensor]:
+        """The mask ``fn`` gives (``None``: every channel kept)."""
+        if self.full:
+            return None
+        mask = fn(self.hard)
+        return mask.double() if self.hard and mask is not None else mask
+
+    def width(self, fn: Callable[[bool], Optional[Tensor]], full: Union[int, float]):
+        """Channels the mask ``fn`` keeps (its sum), ``full`` where there is no mask."""
+        mask = self.mask(fn)
+        return full if mask is None else mask.sum()
+
+    def mutable_width(self, mutable) -> Any:
+        """Elements one mutable keeps."""
+        if self.full:
+            return mutable.num_channels
+        return (mutable.hard_mask.double() if self.hard else mutable.soft_mask).sum()
+
+    def layer(self, name: str):
+        """The :class:`~mmdms.models.search_space.LayerMasks` of layer ``name``."""
+        return self.space.layer_masks(name)
+
+
+def _select(tensor: Tensor, dim: int, indices: Optional[Sequence[int]]) -> Tensor:
+    if indices is None:
+        return tensor.detach().clone()
+    index = torch.as_tensor(indices, dtype=torch.long, device=tensor.device)
+    return tensor.detach().index_select(dim, index).clone()
+
+
+def select_param(module: nn.Module, name: str, dim: int,
+                 indices: Optional[Sequence[int]]) -> None:
+    """Keep ``indices`` (``None``: all) of parameter or buffer ``name`` along ``dim``."""
+    old = getattr(module, name)
+    if old is None:
+        return
+    value = _select(old, dim, indices)
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(value, requires_grad=old.requires_grad))
+    else:
+        setattr(module, name, value)
+
+
+def channelwise_indices(kept_in, kept_out, name: str) -> Optional[Sequence[int]]:
+    """The one index list of a channel-wise layer (a norm, a depthwise conv)."""
+    if kept_in is not None and kept_out is not None and list(kept_in) != list(kept_out):
+        raise SubnetError(f"'{name}' is channel-wise but keeps different input and output "
+                          'channels')
+    return kept_out if kept_out is not None else kept_in
+
+
+class LayerRule:
+    """Base of the rules: what DMS knows about the layer types in :attr:`module_types`.
+
+    Attributes:
+        module_types: the layer classes described (subclasses too, unless a nearer class has
+            its own rule).
+        kind (str): a short name of the kind of layer, recorded in each call.
+        dms_ops (dict): layer class -> the DMS op (masked forward) that replaces it in a
+            searched group, looked up by the layer's class or its nearest base class; a layer
+            type without one is never masked.
+        searchable_weight (bool): the layer's weight counts towards the search space's coverage
+            (conv and linear layers).
+        owns_params (bool): the layer's parameters are counted by :meth:`params`.
+        channels_from_consumer (bool): the layer's channels are those of the layer that reads
+            its output (a pooling); the estimator links each call to that consumer.
+        timed (bool): the latency model times the layer (:meth:`latency_layer`).
+        check_op (type, optional): for a layer type MMRazor does not know, the MMRazor dynamic
+            op (slicing its parameters by MMRazor's channel mask) that its channel analyzer may
+            use in the pruned copy it runs to check each width; without one, a width through
+            such a layer with parameters is left unsearched.
+    """
+
+    module_types: Tuple[type, ...] = ()
+    kind: str = ''
+    dms_ops: Dict[type, type] = {}
+    searchable_weight = False
+    owns_params = True
+    channels_from_consumer = False
+    timed = False
+    check_op: Optional[type] = None
+
+    # structure ------------------------------------------------------------------------------
+    def dms_op_for(self, layer: nn.Module) -> Optional[type]:
+        """The DMS op class for ``layer`` (``None``: it is never masked)."""
+        for cls in type(layer).__mro__:
+            if cls in self.dms_ops:
+                return self.dms_ops[cls]
+        return None
+
+    def channels(self, module: nn.Module) -> Optional[Tuple[int, int]]:
+        """``(input, output)`` channels of the layer (``None``: it has no channel axis)."""
+        return None
+
+    # counting ------------------------------------------------------------------------------
+    def counted(self, name: str, space) -> bool:
+        """Whether the estimator records calls of layer ``name`` at all."""
+        return True
+
+    def record(self, name: str, module: nn.Module, x: Tensor, out: Tensor) -> LayerCall:
+        """One call of the layer in the recorded forward (input ``x``, output ``out``)."""
+        raise NotImplementedError
+
+    def channelwise(self, call: LayerCall) -> bool:
+        """Whether one mask covers the layer's input and output channels."""
+        return False
+
+    def widths(self, call: LayerCall, reader: MaskReader) -> tuple:
+        """The kept widths the cost depends on; by default ``(c_in, c_out)`` from the layer's
+        input and output masks (one mask, whichever side carries it, if channel-wise)."""
+        masks = reader.layer(call.name)
+        in_mask, out_mask = reader.mask(masks.in_mask), reader.mask(masks.out_mask)
+        c_in = call.in_channels if in_mask is None else in_mask.sum()
+        c_out = call.out_channels if out_mask is None else out_mask.sum()
+        if self.channelwise(call):
+            c_in = c_out = c_in if in_mask is not None else c_out
+        return c_in, c_out
+
+    def macs(self, call: LayerCall, widths: tuple):
+        """Multiply-adds of one call at ``widths``, as mmengine's ``FlopAnalyzer`` counts them
+        for the pruned static layer."""
+        return 0
+
+    def params(self, call: LayerCall, widths: tuple):
+        """Parameters of the pruned static layer at ``widths``."""
+        return 0
+
+    # export ---------------------------------------------------------------------------------
+    def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
+              kept_out: Optional[Sequence[int]], name: str) -> None:
+        """Slice ``module`` in place to input channels ``kept_in`` and output channels
+        ``kept_out`` (``None``: all)."""
+        raise SubnetError(f"'{name}' ({type(module).__name__}) has no rule to slice it")
+
+    # latency --------------------------------------------------------------------------------
+    def latency_layer(self, module: nn.Module, call: LayerCall, c_in: int,
+                      c_out: int) -> Optional[nn.Module]:
+        """The static layer to time at widths ``(c_in, c_out)`` (``None``: not timed)."""
+        return None
+
+    def latency_input(self, call: LayerCall, c_in: int, device) -> Tensor:
+        """A random input of the layer with ``c_in`` channels."""
+        raise NotImplementedError
+
+
+#: Layer class -> its rule.
+LAYER_RULES: Dict[type, LayerRule] = {}
+
+
+def register_layer_rule(rule_cls: Type[LayerRule]) -> Type[LayerRule]:
+    """Class decorator: make an instance of ``rule_cls`` the rule of its ``module_types``."""
+    rule = rule_cls()
+    for module_type in rule_cls.module_types:
+        LAYER_RULES[module_type] = rule
+    return rule_cls
+
+
+def rule_for(layer: Union[nn.Module, type]) -> Optional[LayerRule]:
+    """The rule of ``layer``'s class or of its nearest base class in the table."""
+    cls = layer if isinstance(layer, type) else type(layer)
+    for base in cls.__mro__:
+        rule = LAYER_RULES.get(base)
+        if rule is not None:
+            return rule
+    return None
+
+
+def layer_channels(module: nn.Module) -> Optional[Tuple[int, int]]:
+    """``(input, output)`` channels of a layer with a rule; ``None`` for other modules."""
+    rule = rule_for(module)
+    return None if rule is None else rule.channels(module)
+
+
+def searchable_layers(model: nn.Module) -> Iterable[Tuple[str, nn.Module]]:
+    """The layers whose weights a search space should cover (conv and linear layers)."""
+    for name, module in model.named_modules():
+        rule = rule_for(module)
+        if rule is not None and rule.searchable_weight:
+            yield name, module
+
+
+def replace_with_dms_op(model: nn.Module, name: str) -> nn.Module:
+    """Swap layer ``name`` of ``model`` for its DMS op, keeping weights, buffers and mode.
+
+    MMRazor's own ``convert_from`` builds a freshly initialised layer (it expects weights to be
+    loaded afterwards); DMS keeps the supernet's, e.g. a pretrained one for DMS_p. A layer that
+    already is a dynamic op, or has no DMS op, is returned unchanged.
+    """
+    from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
+    parent_name, _, attr = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    layer = getattr(parent, attr)
+    rule = rule_for(layer)
+    dms_type = None if rule is None else rule.dms_op_for(layer)
+    if dms_type is None or isinstance(layer, DynamicChannelMixin):
+        return layer
+    new = dms_type.convert_from(layer)
+    new.load_state_dict(layer.state_dict(), strict=False)
+    param = next(layer.parameters(), None)
+    if param is not None:
+        new.to(param.device)
+    new.train(layer.training)
+    for param_name, p in layer.named_parameters(recurse=False):
+        getattr(new, param_name).requires_grad_(p.requires_grad)
+    setattr(parent, attr, new)
+    return new
+
+
+def dms_op_type(layer: nn.Module) -> Optional[type]:
+    """The DMS op for ``layer``'s type (``None``: none)."""
+    rule = rule_for(layer)
+    return None if rule is None else rule.dms_op_for(layer)
