@@ -1,13 +1,53 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """A channel-dependency group found by MMRazor's tracer, searched by one DMSMutableChannel."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+import torch
 import torch.nn as nn
 from mmrazor.models.mutables import MutableChannelUnit
 from mmrazor.registry import MODELS
+from torch import Tensor
 
 from mmdms.models.architectures import DMSMaskContainer, replace_with_dms_op
 from .dms_mutable_channel import DMSMutableChannel
+
+
+def _is_producer(module) -> bool:
+    """A layer computing each output channel from its own row of weights."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return not module.transposed
+    return isinstance(module, nn.Linear)
+
+
+class ProducerWeightNorms:
+    """Per channel of a group: ``sum |W|`` over the rows of the layers producing it.
+
+    The producers are the group's conv and linear layers whose *output* channels the group
+    holds: row ``c`` of such a layer's weight (``W[start + c]``, all input channels and kernel
+    positions) computes channel ``c``. A depthwise conv producing the group counts with its
+    per-channel filter like any other conv. Normalisation layers (a BatchNorm's scale) do not
+    count: they pass each channel through rather than produce it; neither do transposed convs,
+    whose weight is laid out by input channel. The weights are read at every call, from the
+    layers the channel records point at, so the norms follow training.
+
+    Args:
+        channels (list[Channel]): the group's output-related channel records with a producer.
+    """
+
+    def __init__(self, channels: list) -> None:
+        self.channels = list(channels)
+
+    def __call__(self) -> Tensor:
+        total: Optional[Tensor] = None
+        with torch.no_grad():
+            for channel in self.channels:
+                rows = channel.module.weight.flatten(1)[channel.start:channel.end]
+                norms = rows.abs().sum(dim=1).float()
+                total = norms if total is None else total + norms
+        return total
+
+    def layer_names(self) -> List[str]:
+        return [channel.name for channel in self.channels]
 
 
 @MODELS.register_module()
@@ -17,7 +57,9 @@ class DMSChannelUnit(MutableChannelUnit):
     ``prepare_for_pruning`` swaps the group's conv / linear / norm layers for their DMS versions
     (:mod:`mmdms.models.architectures.dms_ops`, same parameters and state-dict keys) and registers
     the mutable over the group's channel range of each, so every consumer multiplies its input by
-    the group's soft mask.
+    the group's soft mask. It also gives the mutable a ``weight_norm_source``
+    (:class:`ProducerWeightNorms`) for ``importance='l1'``, or none if no conv / linear layer
+    produces the group.
 
     Args:
         num_channels (int): width of the group.
@@ -39,6 +81,10 @@ class DMSChannelUnit(MutableChannelUnit):
     def prepare_for_pruning(self, model: nn.Module) -> None:
         self._swap_in_dms_ops(model)
         self._register_channel_container(model, DMSMaskContainer)
+        producers = [c for c in self.output_related
+                     if c.is_output_channel and _is_producer(c.module)]
+        self.mutable_channel.weight_norm_source = \
+            ProducerWeightNorms(producers) if producers else None
         if self.is_mutable:
             self._register_mutable_channel(self.mutable_channel)
         else:

@@ -10,7 +10,7 @@ from mmrazor.models.mutators import ChannelMutator
 from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUnit
 from mmrazor.registry import MODELS, TASK_UTILS
 
-from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources
 from mmdms.ops import depth_mix
 from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
 from .norm_folding import fold_masks_into_norms
@@ -122,6 +122,12 @@ class DMSMutator(ChannelMutator):
                 self._prepare_vit(supernet, name)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
+        named = {f'width {unit.name}': unit.mutable_channel for unit in self.mutable_units}
+        named.update({f'width {key.replace("__", ".")}': mutable
+                      for key, mutable in self.structured_mutables.items()})
+        named.update({f'depth {key.replace("__", ".")}': mutable
+                      for key, mutable in self.stage_mutables.items()})
+        check_weight_norm_sources(named)
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
 
