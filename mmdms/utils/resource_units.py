@@ -1,5 +1,5 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Resource targets written with units in configs: ``'0.39G'`` MACs, ``'5.3M'`` params, ``'3ms'``."""
+"""Resource targets as configs write them: ``'0.39G'`` MACs, ``'5.3M'`` params, ``'3ms'``."""
 import re
 from typing import Union
 
