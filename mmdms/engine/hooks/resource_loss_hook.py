@@ -1,48 +1,40 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""The resource target schedule of a DMS search (paper App. A.1.2, Eq. 10)."""
+"""Steps the resource target of a DMS search (paper App. A.1.2, Eq. 10) and logs the search."""
 import os.path as osp
-import re
 from typing import Optional, Sequence, Union
 
-from mmengine.dist import broadcast_object_list, is_main_process
-from mmengine.hooks import EMAHook, Hook
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from mmdms.models.task_modules import RESOURCE_TYPES
+from mmdms.engine.ema_structure_sync import sync_structure_into_ema
+from mmdms.models.task_modules import known_resource_types
+from mmdms.models.utils import fit_latency_and_broadcast
+from mmdms.ops import resource_target_at
+from mmdms.utils import parse_resource
 
-_UNITS = {'': 1.0, 'K': 1e3, 'M': 1e6, 'G': 1e9, 'T': 1e12}
-
-
-def parse_resource(value: Union[str, float], resource: str) -> float:
-    """``'0.39G'`` -> 3.9e8 MACs, ``'5.3M'`` -> 5.3e6 params, ``'3ms'`` -> 3.0 ms."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r'\s*([0-9.eE+-]+)\s*([KMGT]?)(ms)?\s*', str(value))
-    if match is None:
-        raise ValueError(f"Cannot read the resource target '{value}': write e.g. '0.39G' "
-                         "(MACs), '5.3M' (params) or '3ms' (latency)")
-    number, unit, ms = match.groups()
-    if (resource == 'latency') != bool(ms) or (ms and unit):
-        raise ValueError(f"Target '{value}' does not fit resource '{resource}': latency "
-                         "targets are in ms ('3ms'), MACs / params ones in K/M/G ('0.39G')")
-    return float(number) * _UNITS[unit]
+__all__ = ['ResourceLossHook', 'parse_resource']  # parse_resource: its former home
 
 
 @HOOKS.register_module()
 class ResourceLossHook(Hook):
-    """Sets the DMS model's resource target ``r_t`` and logs the search.
+    """Steps the DMS model's resource target ``r_t`` and logs the search.
 
-    ``r_t = (r_final / r_supernet) ** (e / e_max) * r_supernet`` (Eq. 10), with ``e`` counting
-    from 1 at the first epoch (iteration for an iteration-based loop) so that ``r_t`` reaches
-    ``r_final`` at the end of the decay; ``e_max`` is the length of the training minus the
-    width-only phase. In the width-only phase (the last ``width_only_epochs`` / ``_iters``) the
-    depth masks are frozen hard and ``r_t = r_final``.
+    Before every epoch (iteration for an iteration-based loop) it sets the model's constraint
+    to :func:`mmdms.ops.resource_target_at`, Eq. 10: ``r_t`` decays geometrically from the
+    supernet's cost to ``r_final`` over the training minus the width-only phase. In the
+    width-only phase (the last ``width_only_epochs`` / ``_iters``) ``r_t = r_final`` and the
+    depth masks are frozen hard. After every iteration it logs the depth of every stage
+    (``r_c``, ``r_t`` and ``loss_resource`` come with the losses; MACs / params in millions,
+    latency in ms).
 
-    It validates the target before training starts, fits the per-layer latency model for a
-    latency target, logs the depth of every stage (``r_c``, ``r_t`` and ``loss_resource`` come
-    with the losses; MACs / params in millions, latency in ms), and keeps a weight EMA (mmengine
-    ``EMAHook``) from averaging the structure parameters.
+    Set-up and upkeep it delegates: the target is checked against the supernet before training;
+    a latency target first fits the latency model
+    (:func:`~mmdms.models.utils.fit_latency_and_broadcast`); a weight EMA (mmengine
+    ``EMAHook``) is kept from averaging the structure
+    (:func:`~mmdms.engine.sync_structure_into_ema`); the searched structure is drawn at the end
+    (:func:`~mmdms.visualization.plot_search_structure`).
 
     Args:
         resource (str): ``'macs'``, ``'params'`` or ``'latency'``.
@@ -75,9 +67,10 @@ class ResourceLossHook(Hook):
                  latency_fit: Optional[dict] = None,
                  match_target: bool = False,
                  save_structure: bool = True) -> None:
-        if resource not in RESOURCE_TYPES:
+        if resource not in known_resource_types():
             raise ValueError(f"ResourceLossHook: unknown resource '{resource}'; supported: "
-                             f'{", ".join(RESOURCE_TYPES)}')
+                             f'{", ".join(known_resource_types())} (an estimator subclass '
+                             'registered in TASK_UTILS adds more)')
         if (target is None) == (target_ratio is None):
             raise ValueError('ResourceLossHook needs exactly one of target (absolute, e.g. '
                              "'0.39G') and target_ratio (a fraction of the supernet's cost)")
@@ -109,7 +102,7 @@ class ResourceLossHook(Hook):
             raise TypeError(f'ResourceLossHook needs a DMS search model, got '
                             f'{type(model).__name__}')
         if self.resource == 'latency' and model.estimator.latency_model is None:
-            self._fit_latency(model)
+            fit_latency_and_broadcast(model.estimator, model.architecture, **self.latency_fit)
         self.supernet_cost = model.supernet_resource(self.resource)
         final = self.final_target if self.final_target is not None \
             else self.target_ratio * self.supernet_cost
@@ -130,26 +123,16 @@ class ResourceLossHook(Hook):
                              f'{unit} of the {total} to decay the target over')
         model.set_resource_constraint(self.resource, self.target_at(0), self.lambda_resource)
 
-    def _fit_latency(self, model) -> None:
-        fitted = [None]
-        if is_main_process():
-            model.estimator.fit_latency(model.architecture, **self.latency_fit)
-            fitted = [model.estimator.latency_model]
-        broadcast_object_list(fitted)
-        model.estimator.latency_model = fitted[0]
-
     # schedule ----------------------------------------------------------------------------------
     def target_at(self, step: int) -> float:
         """``r_t`` during epoch / iteration ``step`` (0-based), Eq. 10."""
-        progress = min((step + 1) / self.decay_steps, 1.0)
-        return (self.final / self.supernet_cost) ** progress * self.supernet_cost
+        return resource_target_at(step, self.decay_steps, self.supernet_cost, self.final)
 
     def _enter(self, runner, step: int) -> None:
         model = self._model(runner)
-        model.set_resource_constraint(self.resource, self.target_at(step),
-                                      self.lambda_resource)
         width_only = step >= self.decay_steps
-        model.resource_two_sided = width_only and self.match_target
+        model.set_resource_constraint(self.resource, self.target_at(step), self.lambda_resource,
+                                      two_sided=width_only and self.match_target)
         if width_only:
             for mutable in model.space.depth_mutables():
                 mutable.freeze()
@@ -176,17 +159,4 @@ class ResourceLossHook(Hook):
         hub = runner.message_hub
         for key, stage in model.space.stages.items():
             hub.update_scalar(f'train/depth/{key}', stage.mutable.num_kept)
-        self._sync_ema(runner, model)
-
-    @staticmethod
-    def _sync_ema(runner, model) -> None:
-        """A weight EMA must not average the structure: copy the live ratios and the mutables'
-        state (importance, frozen depth) into the averaged model (mmyolo's EMA also averages
-        buffers)."""
-        for hook in runner.hooks:
-            if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model'):
-                averaged = hook.ema_model.module.state_dict(keep_vars=True)
-                for name, value in model.state_dict(keep_vars=True).items():
-                    if (name.startswith('mutator.') or name.endswith('dms_ratio')) \
-                            and name in averaged:
-                        averaged[name].data.copy_(value.data)
+        sync_structure_into_ema(runner, model)

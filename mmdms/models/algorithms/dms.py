@@ -76,8 +76,9 @@ class DMS(BaseAlgorithm):
         self.resource_type = 'macs'
         self.resource_target: Optional[float] = None
         self.lambda_resource = 1.0
-        #: Set by ResourceLossHook in the width-only phase with ``match_target``: penalise
-        #: ``|log(r_c / r_t)|`` so the widths also grow back to a target the depth freeze undershot.
+        #: Set through set_resource_constraint (by ResourceLossHook in the width-only phase with
+        #: ``match_target``): penalise ``|log(r_c / r_t)|`` so the widths also grow back to a
+        #: target the depth freeze undershot.
         self.resource_two_sided = False
         if resource_value not in ('soft', 'hard'):
             raise ValueError(f"resource_value must be 'soft' or 'hard', got '{resource_value}'")
@@ -106,8 +107,16 @@ class DMS(BaseAlgorithm):
         return float(self.estimator.estimate(resource, full=True))
 
     def set_resource_constraint(self, resource: str, target: Optional[float],
-                                lambda_resource: float = 1.0) -> None:
-        """Constrain ``resource`` to ``target`` (``None`` lifts the constraint)."""
+                                lambda_resource: float = 1.0, two_sided: bool = False) -> None:
+        """Constrain ``resource`` to ``target`` (``None`` lifts the constraint).
+
+        Args:
+            resource (str): one of the estimator's ``resource_types``.
+            target (float, optional): ``r_t`` in the resource's unit.
+            lambda_resource (float): weight of ``loss_resource``.
+            two_sided (bool): penalise ``|log(r_c / r_t)|``, also below the target (see
+                :attr:`resource_two_sided`).
+        """
         if resource not in self.estimator.resource_types:
             raise ValueError(f"Unknown resource type '{resource}': the estimator counts "
                              f'{self.estimator.resource_types}')
@@ -116,6 +125,7 @@ class DMS(BaseAlgorithm):
         self.resource_type = resource
         self.resource_target = target
         self.lambda_resource = lambda_resource
+        self.resource_two_sided = two_sided
 
     def resource_loss(self) -> Dict[str, Tensor]:
         """``loss_resource`` (Eq. 7) and the logged ``r_c`` / ``r_t``."""

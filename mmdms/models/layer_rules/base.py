@@ -124,6 +124,8 @@ class LayerRule:
         channels_from_consumer (bool): the layer's channels are those of the layer that reads
             its output (a pooling); the estimator links each call to that consumer.
         timed (bool): the latency model times the layer (:meth:`latency_layer`).
+        produces_channels (bool): each output channel is computed from the layer's own weights
+            (:meth:`output_weight_norms`; convs, linears), as opposed to passed through.
         check_op (type, optional): for a layer type MMRazor does not know, the MMRazor dynamic
             op (slicing its parameters by MMRazor's channel mask) that its channel analyzer may
             use in the pruned copy it runs to check each width; without one, a width through
@@ -137,6 +139,7 @@ class LayerRule:
     owns_params = True
     channels_from_consumer = False
     timed = False
+    produces_channels = False
     check_op: Optional[type] = None
 
     # structure ------------------------------------------------------------------------------
@@ -183,6 +186,11 @@ class LayerRule:
     def params(self, call: LayerCall, widths: tuple):
         """Parameters of the pruned static layer at ``widths``."""
         return 0
+
+    def output_weight_norms(self, module: nn.Module, start: int, end: int) -> Tensor:
+        """``sum |W|`` of the weights computing each output channel in ``[start, end)`` (the
+        ``l1`` importance); only for rules with :attr:`produces_channels`."""
+        raise NotImplementedError
 
     # export ---------------------------------------------------------------------------------
     def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],

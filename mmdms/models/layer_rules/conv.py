@@ -83,6 +83,7 @@ class ConvRule(LayerRule):
     dms_ops = {nn.Conv2d: DMSConv2d, Conv2dAdaptivePadding: DMSConv2dAdaptivePadding}
     searchable_weight = True
     timed = True
+    produces_channels = True
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.in_channels, module.out_channels
@@ -107,6 +108,9 @@ class ConvRule(LayerRule):
         weight = call.kernel * c_out if call.depthwise else \
             call.kernel * c_in * c_out / call.groups
         return weight + c_out if call.bias else weight
+
+    def output_weight_norms(self, module: nn.Module, start: int, end: int) -> Tensor:
+        return module.weight.detach().flatten(1)[start:end].abs().sum(dim=1)
 
     def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
               kept_out: Optional[Sequence[int]], name: str) -> None:

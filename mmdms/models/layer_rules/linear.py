@@ -35,6 +35,7 @@ class LinearRule(LayerRule):
     dms_ops = {nn.Linear: DMSLinear}
     searchable_weight = True
     timed = True
+    produces_channels = True
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.in_features, module.out_features
@@ -51,6 +52,9 @@ class LinearRule(LayerRule):
     def params(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
         return c_in * c_out + c_out if call.bias else c_in * c_out
+
+    def output_weight_norms(self, module: nn.Module, start: int, end: int) -> Tensor:
+        return module.weight.detach().flatten(1)[start:end].abs().sum(dim=1)
 
     def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
               kept_out: Optional[Sequence[int]], name: str) -> None:

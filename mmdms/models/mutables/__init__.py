@@ -3,7 +3,8 @@ from .dms_mutable_blocks import DMSMutableBlocks
 from .dms_mutable_channel import DMSMutableChannel
 from .dms_topk import DMSTopkMixin
 from .importance import (BaseImportance, IndexImportance, L1Importance, TaylorImportance,
-                         build_importance)
+                         build_importance, check_weight_norm_sources)
 
 __all__ = ['DMSChannelUnit', 'DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin', 'BaseImportance',
-           'IndexImportance', 'L1Importance', 'TaylorImportance', 'build_importance']
+           'IndexImportance', 'L1Importance', 'TaylorImportance', 'build_importance',
+           'check_weight_norm_sources']

@@ -1,13 +1,53 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """A channel-dependency group found by MMRazor's tracer, searched by one DMSMutableChannel."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+import torch
 import torch.nn as nn
 from mmrazor.models.mutables import MutableChannelUnit
 from mmrazor.registry import MODELS
+from torch import Tensor
 
-from mmdms.models.layer_rules import DMSMaskContainer, replace_with_dms_op
+from mmdms.models.layer_rules import DMSMaskContainer, replace_with_dms_op, rule_for
 from .dms_mutable_channel import DMSMutableChannel
+
+
+def _produces_weight_norms(module) -> bool:
+    """Whether the layer's rule computes each output channel from weights of its own."""
+    rule = rule_for(module) if isinstance(module, nn.Module) else None
+    return rule is not None and rule.produces_channels
+
+
+class ProducerWeightNorms:
+    """Per channel of a group: ``sum |W|`` over the rows of the layers producing it.
+
+    The producers are the group's layers whose *output* channels the group holds and whose
+    layer rule computes per-output-channel weight norms
+    (:meth:`~mmdms.models.layer_rules.LayerRule.output_weight_norms`: convs and linears, row
+    ``c`` of the weight computes channel ``c``; a depthwise conv counts with its per-channel
+    filter). Normalisation layers (a BatchNorm's scale) do not count: they pass each channel
+    through rather than produce it; neither do layer types without a rule (e.g. transposed
+    convs). The weights are read at every call, from the layers the channel records point at,
+    so the norms follow training.
+
+    Args:
+        channels (list[Channel]): the group's output-related channel records with a producer.
+    """
+
+    def __init__(self, channels: list) -> None:
+        self.channels = list(channels)
+
+    def __call__(self) -> Tensor:
+        total: Optional[Tensor] = None
+        with torch.no_grad():
+            for channel in self.channels:
+                norms = rule_for(channel.module).output_weight_norms(
+                    channel.module, channel.start, channel.end).float()
+                total = norms if total is None else total + norms
+        return total
+
+    def layer_names(self) -> List[str]:
+        return [channel.name for channel in self.channels]
 
 
 @MODELS.register_module()
@@ -17,7 +57,9 @@ class DMSChannelUnit(MutableChannelUnit):
     ``prepare_for_pruning`` swaps the group's conv / linear / norm layers for the DMS ops of their
     layer rules (:mod:`mmdms.models.layer_rules`; same parameters and state-dict keys) and
     registers the mutable over the group's channel range of each, so every consumer multiplies
-    its input by the group's soft mask.
+    its input by the group's soft mask. It also gives the mutable a ``weight_norm_source``
+    (:class:`ProducerWeightNorms`) for ``importance='l1'``, or none if no conv / linear layer
+    produces the group.
 
     Args:
         num_channels (int): width of the group.
@@ -39,6 +81,10 @@ class DMSChannelUnit(MutableChannelUnit):
     def prepare_for_pruning(self, model: nn.Module) -> None:
         self._swap_in_dms_ops(model)
         self._register_channel_container(model, DMSMaskContainer)
+        producers = [c for c in self.output_related
+                     if c.is_output_channel and _produces_weight_norms(c.module)]
+        self.mutable_channel.weight_norm_source = \
+            ProducerWeightNorms(producers) if producers else None
         if self.is_mutable:
             self._register_mutable_channel(self.mutable_channel)
         else:

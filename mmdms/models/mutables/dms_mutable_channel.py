@@ -56,7 +56,8 @@ class DMSMutableChannel(BaseMutableChannel, DMSTopkMixin):
         last_size = num_channels - (num_groups - 1) * step
         min_groups = 1 + -(-max(0, min_width - last_size) // step)
         self._init_topk(num_groups, lambda_, lambda_scale, min_groups, importance, normalize)
-        #: Callable returning each channel's summed absolute weight, for ``L1Importance``.
+        #: Callable returning each channel's summed absolute weight, for ``L1Importance``; the
+        #: DMSChannelUnit sets it from the layers producing the group.
         self.weight_norm_source: Optional[Callable[[], Tensor]] = None
 
     # group <-> channel ------------------------------------------------------------------------

@@ -8,7 +8,7 @@ descent. A metric turns what one iteration observed on this rank into a *statist
 statistics of all ranks are averaged (:func:`mmdms.models.utils.sync_importance`) before
 :meth:`BaseImportance.update` folds them in, so every rank holds the same importance.
 """
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import torch
 from mmrazor.registry import TASK_UTILS
@@ -20,9 +20,11 @@ class BaseImportance:
 
     Attributes:
         uses_mask_grad (bool): the metric needs ``dL/dm`` of the soft mask every iteration.
+        uses_weight_norms (bool): the metric needs the mutable's ``weight_norm_source``.
     """
 
     uses_mask_grad = False
+    uses_weight_norms = False
 
     def initial(self, num_elements: int) -> Tensor:
         """Importance before any update."""
@@ -68,9 +70,15 @@ class TaylorImportance(BaseImportance):
 class L1Importance(BaseImportance):
     """L1 norm of each element's weights (Li et al., 2016), re-read every iteration.
 
-    The mutator gives the mutable a ``weight_norm_source``: a callable returning the summed
-    absolute weights of each element (e.g. the output channels of the group's producing convs).
+    The importance of an element is the summed absolute weight of the layers producing it, as
+    the mutable's ``weight_norm_source`` returns it. The DMSMutator's channel groups have one:
+    the output-channel rows of the group's conv / linear layers
+    (:class:`~mmdms.models.mutables.dms_channel_unit.ProducerWeightNorms`); with ``step > 1`` an
+    element's norm is the sum over its channels. Depths and the ViT widths built from the ViT
+    layout have none: building them with ``'l1'`` fails (:func:`check_weight_norm_sources`).
     """
+
+    uses_weight_norms = True
 
     def statistic(self, mutable) -> Optional[Tensor]:
         return mutable.element_weight_norms()
@@ -85,6 +93,32 @@ class IndexImportance(BaseImportance):
 
     def initial(self, num_elements: int) -> Tensor:
         return torch.arange(num_elements, 0, -1, dtype=torch.float32)
+
+
+def check_weight_norm_sources(named_mutables: Dict[str, object]) -> None:
+    """One error for every mutable whose metric needs weight norms that it cannot get.
+
+    Call once the search space is built: ``L1Importance`` reads a ``weight_norm_source`` that
+    only the layers producing a width can provide, so a mutable without one would fail at the
+    first importance update (or, worse, never learn its ranking).
+
+    Args:
+        named_mutables (dict): the DMS mutables of a search space by name.
+
+    Raises:
+        ValueError: naming every such mutable and the fix.
+    """
+    missing = [name for name, mutable in named_mutables.items()
+               if getattr(mutable.importance_metric, 'uses_weight_norms', False)
+               and getattr(mutable, 'weight_norm_source', None) is None]
+    if missing:
+        raise ValueError(
+            f"importance='l1' needs the weights producing each element, and "
+            f"{len(missing)} mutable(s) have none: {', '.join(missing)} (depth stages and the "
+            "widths built from a ViT layout never have; a channel group has when a conv or "
+            "linear layer produces it). Use importance='taylor' (the paper's) or 'index' for "
+            'them: DMSMutator(depth_args=dict(importance=...)) for depths, '
+            'channel_unit_cfg.default_args for widths.')
 
 
 _SHORT_NAMES = {'taylor': 'TaylorImportance', 'l1': 'L1Importance', 'index': 'IndexImportance'}

@@ -12,7 +12,7 @@ from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.adapters.base import adapter_for
 from mmdms.models.layer_rules import searchable_layers
-from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks
+from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
@@ -125,6 +125,9 @@ class DMSMutator(ChannelMutator):
                 self._build_adapter_space(supernet, name, adapter)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
+        named = {f'width {key}': group.mutable for key, group in self.space.widths.items()}
+        named.update({f'depth {key}': stage.mutable for key, stage in self.space.stages.items()})
+        check_weight_norm_sources(named)
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
 

@@ -202,3 +202,12 @@ def _match_pool_consumer(name: str, x: Tensor, channels: int, pool_outputs: List
                 and call.in_channels == channels:
             call.consumer = name
             return
+
+
+def known_resource_types() -> tuple:
+    """Every resource type that :class:`DMSResourceEstimator` or a registered subclass counts."""
+    types = list(RESOURCE_TYPES)
+    for cls in TASK_UTILS.module_dict.values():
+        if isinstance(cls, type) and issubclass(cls, DMSResourceEstimator):
+            types += [t for t in cls.resource_types if t not in types]
+    return tuple(types)

@@ -1,3 +1,4 @@
 from .importance_sync import sync_importance
+from .latency_fit import fit_latency_and_broadcast
 
-__all__ = ['sync_importance']
+__all__ = ['fit_latency_and_broadcast', 'sync_importance']

@@ -1,0 +1,57 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""The latency model is fitted once, on the main process, and every rank uses that one."""
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from mmdms.models.utils import fit_latency_and_broadcast
+from mmdms.utils import release_process_group
+
+
+class StubEstimator:
+    """Records its fits; the 'fitted model' says which rank measured it."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.fits = []
+        self.latency_model = None
+
+    def fit_latency(self, model, **kwargs) -> None:
+        self.fits.append(kwargs)
+        self.latency_model = [('measured on rank', self.rank)]
+
+
+def test_one_process_fits_with_the_arguments():
+    estimator = StubEstimator(0)
+    fit_latency_and_broadcast(estimator, nn.Linear(2, 2), repeats=3)
+    assert estimator.fits == [dict(repeats=3)]
+    assert estimator.latency_model == [('measured on rank', 0)]
+
+
+def _fit_on_rank(rank: int, world: int, out_dir: str) -> None:
+    torch_dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank,
+                                  world_size=world)
+    estimator = StubEstimator(rank)
+    fit_latency_and_broadcast(estimator, nn.Linear(2, 2), repeats=1)
+    torch.save(dict(fits=len(estimator.fits), model=estimator.latency_model),
+               os.path.join(out_dir, f'rank{rank}.pth'))
+    release_process_group()
+
+
+def test_two_gloo_ranks_use_the_main_process_fit(tmp_path):
+    context = mp.start_processes(_fit_on_rank, args=(2, str(tmp_path)), nprocs=2, join=False,
+                                 start_method='spawn')
+    deadline = time.monotonic() + 180
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail('the 2-rank gloo run did not finish within 180 s')
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pth', weights_only=False) for r in (0, 1))
+    assert (r0['fits'], r1['fits']) == (1, 0)  # only the main process measures
+    assert r0['model'] == r1['model'] == [('measured on rank', 0)]
