@@ -29,6 +29,8 @@ bench: setup
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/exactness.md
 	$(PY) benchmarks/bench_search_overhead.py 2>$(BENCH_OUT)/search_overhead.log \
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/search_overhead.md
+	$(PY) benchmarks/bench_latency.py 2>$(BENCH_OUT)/latency.log \
+		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/latency.md
 
 bench-quality: setup
 	mkdir -p $(BENCH_OUT)
