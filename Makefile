@@ -1,7 +1,8 @@
 # make demo : set up .venv if missing or stale, then run the main job on the digits data.
 # make test : set up .venv if missing or stale, then run the test suite.
-# make bench: the CPU speed and exactness benchmarks of docs/benchmarks.md (about 15 minutes on
-#             2 idle cores); make bench-quality: the 3-seed quality comparison (about 40 minutes).
+# make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 25
+#             minutes on 2 idle cores; latency: 160 px, YOLOv8 320 px, 5 repeats, about 10);
+#             make bench-quality: the 3-seed quality comparison (about 40 minutes).
 PY := .venv/bin/python
 # a benchmark that fails fails the target, though its output goes through tee; its warnings
 # and traceback are kept in work_dirs/bench/NAME.log
@@ -29,6 +30,8 @@ bench: setup
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/exactness.md
 	$(PY) benchmarks/bench_search_overhead.py 2>$(BENCH_OUT)/search_overhead.log \
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/search_overhead.md
+	$(PY) benchmarks/bench_latency.py 2>$(BENCH_OUT)/latency.log \
+		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/latency.md
 
 bench-quality: setup
 	mkdir -p $(BENCH_OUT)

@@ -12,14 +12,20 @@
 import argparse
 import json
 import os.path as osp
+import sys
 
-import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
-import torch
+sys.path.append(osp.dirname(osp.abspath(__file__)))  # tools/ (also under runpy), for the helper
+from polite_threads import passive_omp_wait  # noqa: E402
 
-from mmdms.apis import (build_search_model, export_subnet, load_config, run_search,
+passive_omp_wait()  # before torch loads
+
+import mmdms  # noqa: E402,F401  (compat shims and registrations come before any OpenMMLab import)
+import torch  # noqa: E402
+
+from mmdms.apis import (build_search_model, export_subnet, load_config, run_search,  # noqa: E402
                         run_training, uniform_structure)
-from mmdms.structures import load_subnet
-from mmdms.visualization import plot_structure
+from mmdms.structures import load_subnet  # noqa: E402
+from mmdms.visualization import plot_structure  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEARCH_CONFIG = osp.join(REPO, 'configs', 'dms', 'demo', 'digits_search.py')

@@ -7,11 +7,18 @@ model) and ``DIR/config.py`` (``tools/train.py DIR/config.py`` retrains it,
 ``tools/test.py DIR/config.py DIR/pruned.pth`` tests it), and prints supernet vs subnet cost.
 """
 import argparse
+import os.path as osp
+import sys
 
-import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
-from mmdms.apis import CheckpointMismatchError, export_subnet
-from mmdms.structures import SubnetError
-from mmengine.config import DictAction
+sys.path.append(osp.dirname(osp.abspath(__file__)))  # tools/ (also under runpy), for the helper
+from polite_threads import passive_omp_wait  # noqa: E402
+
+passive_omp_wait()  # before torch loads
+
+import mmdms  # noqa: E402,F401  (compat shims and registrations come before any OpenMMLab import)
+from mmdms.apis import CheckpointMismatchError, export_subnet  # noqa: E402
+from mmdms.structures import SubnetError  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

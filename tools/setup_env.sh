@@ -65,7 +65,9 @@ fi
 "${PIP[@]}" addict packaging Pillow pyyaml yapf opencv-python==4.11.0.86
 
 # OpenMMLab packages. None declares torch/mmcv, so nothing CUDA comes with them.
-"${PIP[@]}" -r requirements/mminstall.txt -r requirements/runtime.txt -r requirements/tests.txt
+# optional.txt: the benchmarks' profiler and the ONNX export (onnx, onnxruntime; the tests use it).
+"${PIP[@]}" -r requirements/mminstall.txt -r requirements/runtime.txt -r requirements/tests.txt \
+  -r requirements/optional.txt
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 
 BAD="$("$PY" -m pip list 2>/dev/null | grep -i -E '^(nvidia|cuda|triton)' || true)"
@@ -80,7 +82,7 @@ fi
 import importlib.metadata as md
 import mmdms  # noqa: F401  (applies mmdms.compat; fails loudly if the stack does not import)
 for name in ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmpretrain', 'mmdet', 'mmyolo',
-             'mmrazor', 'numpy', 'scikit-learn', 'mmdms'):
+             'mmrazor', 'numpy', 'scikit-learn', 'onnx', 'onnxruntime', 'mmdms'):
     print(f'[setup_env] {name:13s} {md.version(name)}')
 from mmcv.ops import nms  # noqa: F401  (the compiled CPU ops are present)
 PY

@@ -3,12 +3,18 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
-import mmdms  # noqa: F401  (compat shims and registrations come before any OpenMMLab import)
-from mmdms.utils import release_process_group
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+sys.path.append(osp.dirname(osp.abspath(__file__)))  # tools/ (also under runpy), for the helper
+from polite_threads import passive_omp_wait  # noqa: E402
+
+passive_omp_wait()  # before torch loads
+
+import mmdms  # noqa: E402,F401  (compat shims and registrations come before any OpenMMLab import)
+from mmdms.utils import release_process_group  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

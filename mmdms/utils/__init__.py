@@ -1,7 +1,7 @@
-from .atomic_dir import atomic_directory, check_new_directory
+from .atomic_dir import atomic_directory, atomic_file, check_new_directory
 from .complexity import count_macs, count_params, sdpa_flop_jit
 from .dist import release_process_group
 from .resource_units import parse_resource
 
-__all__ = ['atomic_directory', 'check_new_directory', 'count_macs', 'count_params',
-           'parse_resource', 'release_process_group', 'sdpa_flop_jit']
+__all__ = ['atomic_directory', 'atomic_file', 'check_new_directory', 'count_macs',
+           'count_params', 'parse_resource', 'release_process_group', 'sdpa_flop_jit']

@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Write a directory all at once: in a temporary sibling, renamed into place when complete."""
+"""Write a directory (or a file) all at once: in a temporary sibling, renamed into place when
+complete."""
 import os
 import os.path as osp
 import shutil
@@ -54,4 +55,35 @@ def atomic_directory(path: str, force: bool = False) -> Iterator[str]:
             os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: str, force: bool = False) -> Iterator[str]:
+    """Yield a temporary file path next to ``path`` that becomes ``path`` when the block ends.
+
+    On an exception the temporary file is removed and ``path`` is left as it was. An existing
+    ``path`` is replaced only with ``force``.
+
+    Args:
+        path (str): the file to create.
+        force (bool): replace an existing ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``force`` is not set.
+    """
+    path = osp.abspath(path)
+    if osp.lexists(path) and not force:
+        raise FileExistsError(f"'{path}' already exists; pass --force (force=True) to replace it")
+    parent = osp.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.lexists(tmp):
+            os.remove(tmp)
         raise
