@@ -67,6 +67,9 @@ fi
 # OpenMMLab packages. None declares torch/mmcv, so nothing CUDA comes with them.
 "${PIP[@]}" -r requirements/mminstall.txt -r requirements/runtime.txt -r requirements/tests.txt
 "${PIP[@]}" --no-deps --no-build-isolation -e .
+# llm: Hugging Face transformers, the block '# llm:' of requirements/optional.txt.
+mapfile -t LLM_REQS < <(sed -n '/^# llm:/,/^$/p' requirements/optional.txt | grep -v -e '^#' -e '^$')
+"${PIP[@]}" "${LLM_REQS[@]}"
 
 BAD="$("$PY" -m pip list 2>/dev/null | grep -i -E '^(nvidia|cuda|triton)' || true)"
 if [[ -n "$BAD" ]]; then
@@ -80,7 +83,7 @@ fi
 import importlib.metadata as md
 import mmdms  # noqa: F401  (applies mmdms.compat; fails loudly if the stack does not import)
 for name in ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmpretrain', 'mmdet', 'mmyolo',
-             'mmrazor', 'numpy', 'scikit-learn', 'mmdms'):
+             'mmrazor', 'numpy', 'scikit-learn', 'transformers', 'mmdms'):
     print(f'[setup_env] {name:13s} {md.version(name)}')
 from mmcv.ops import nms  # noqa: F401  (the compiled CPU ops are present)
 PY
