@@ -19,6 +19,23 @@ def parse_requirements(fname: str) -> list:
     return [line for line in lines if line]
 
 
+def parse_section(fname: str, section: str) -> list:
+    """The requirements of the block that starts with the comment ``# <section>:`` in
+    ``fname`` and ends at the next blank line."""
+    path = osp.join(osp.dirname(__file__), 'requirements', fname)
+    found, inside = [], False
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith(f'# {section}:'):
+                inside = True
+            elif inside and not line:
+                break
+            elif inside and not line.startswith('#'):
+                found.append(line.split('#', 1)[0].strip())
+    return found
+
+
 setup(
     name='mmdms',
     version=read_version(),
@@ -34,6 +51,7 @@ setup(
         'mim': parse_requirements('mminstall.txt'),
         'tests': parse_requirements('tests.txt'),
         'optional': parse_requirements('optional.txt'),
+        'llm': parse_section('optional.txt', 'llm'),
     },
     zip_safe=False,
 )

@@ -269,6 +269,33 @@ def _ddp_without_device_ids_on_cpu() -> None:
     MMDistributedDataParallel.__init__ = __init__
 
 
+@_patch('mmpretrain_multimodal_transformers')
+def _skip_mmpretrain_multimodal_with_new_transformers() -> None:
+    """Keep ``import mmpretrain.models`` working when transformers >= 4.54 is installed.
+
+    mmpretrain 1.2 imports its multimodal models (BLIP, OFA, ...) whenever transformers and
+    pycocotools are installed, and they import ``GenerationMixin`` and
+    ``find_pruneable_heads_and_indices`` from ``transformers.modeling_utils``, which 4.54+ no
+    longer has there: ``ImportError: cannot import name 'GenerationMixin' from
+    'transformers.modeling_utils'`` (after ``TypeError: NoneType takes no arguments`` from
+    BLIP). mmdms uses none of them; they are registered as mmpretrain's placeholders instead
+    (building one asks for the multimodal dependencies). Nothing happens with an older
+    transformers, without transformers, or once ``mmpretrain.models`` is imported.
+    """
+    import importlib.metadata as md
+    if 'mmpretrain.models' in sys.modules or importlib.util.find_spec('mmpretrain') is None:
+        return
+    try:
+        version = md.version('transformers')
+    except md.PackageNotFoundError:
+        return
+    major_minor = tuple(int(p) for p in version.split('.')[:2] if p.isdigit())
+    if major_minor < (4, 54):
+        return
+    from mmpretrain.utils import dependency
+    dependency.WITH_MULTIMODAL = False
+
+
 def apply_all() -> List[str]:
     """Apply every shim not named in ``MMDMS_COMPAT_SKIP``; return the names applied."""
     skip = {s.strip() for s in os.environ.get('MMDMS_COMPAT_SKIP', '').split(',') if s.strip()}

@@ -65,6 +65,9 @@ CASES = {
         assert not isinstance(model[1], torch.nn.SyncBatchNorm) and model[1].weight is weight
         ddp(torch.randn(2, 3, 4, 4)).sum().backward()
         """), 'SyncBatchNorm layers only work with GPU modules'),
+    # needs transformers >= 4.54 (the llm extra) and pycocotools
+    'mmpretrain_multimodal_transformers': ('import mmdms, mmpretrain.models',
+                                           'NoneType takes no arguments'),
     'cpu_ddp_device_ids': (SINGLE_PROCESS_GROUP + textwrap.dedent("""
         import mmdms, torch
         torch.distributed.init_process_group('gloo')
@@ -86,6 +89,11 @@ def test_every_shim_has_a_case():
 
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_shim_is_needed_and_sufficient(name):
+    if name == 'mmpretrain_multimodal_transformers':
+        transformers = pytest.importorskip('transformers')
+        pytest.importorskip('pycocotools')
+        if tuple(int(p) for p in transformers.__version__.split('.')[:2]) < (4, 54):
+            pytest.skip('the shim is for transformers >= 4.54')
     code, error = CASES[name]
     without = run_python(code, skip=name)
     assert without.returncode != 0 and error in without.stderr, without.stderr[-2000:]

@@ -65,7 +65,8 @@ fi
 "${PIP[@]}" addict packaging Pillow pyyaml yapf opencv-python==4.11.0.86
 
 # OpenMMLab packages. None declares torch/mmcv, so nothing CUDA comes with them.
-# optional.txt: the benchmarks' profiler and the ONNX export (onnx, onnxruntime; the tests use it).
+# optional.txt: the benchmarks' profiler, the ONNX export (onnx, onnxruntime) and the language
+# models (transformers); the tests use the last two.
 "${PIP[@]}" -r requirements/mminstall.txt -r requirements/runtime.txt -r requirements/tests.txt \
   -r requirements/optional.txt
 "${PIP[@]}" --no-deps --no-build-isolation -e .
@@ -82,7 +83,7 @@ fi
 import importlib.metadata as md
 import mmdms  # noqa: F401  (applies mmdms.compat; fails loudly if the stack does not import)
 for name in ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmpretrain', 'mmdet', 'mmyolo',
-             'mmrazor', 'numpy', 'scikit-learn', 'onnx', 'onnxruntime', 'mmdms'):
+             'mmrazor', 'numpy', 'scikit-learn', 'onnx', 'onnxruntime', 'transformers', 'mmdms'):
     print(f'[setup_env] {name:13s} {md.version(name)}')
 from mmcv.ops import nms  # noqa: F401  (the compiled CPU ops are present)
 PY

@@ -1,6 +1,7 @@
 from .layer_rules import *  # noqa: F401,F403
 from .adapters import *  # noqa: F401,F403
 from .backbones import *  # noqa: F401,F403
+from .language_models import *  # noqa: F401,F403
 from .algorithms import *  # noqa: F401,F403
 from .architectures import *  # noqa: F401,F403
 from .mutables import *  # noqa: F401,F403

@@ -1,11 +1,16 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Family adapters (see :mod:`.base`); importing this package registers mmdms's own."""
+import importlib.util
+
 from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_for,
                    adapters_with, import_module_type, registered_adapters, residual_predicate)
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
 from . import vision_transformer  # noqa: F401,E402
+
+if importlib.util.find_spec('transformers') is not None:  # the optional llm extra
+    from . import hf_llama  # noqa: F401,E402
 
 __all__ = ['CAPABILITIES', 'FamilyAdapter', 'ResidualBlockAdapter', 'adapter_for',
            'adapters_with', 'import_module_type', 'registered_adapters', 'residual_predicate']

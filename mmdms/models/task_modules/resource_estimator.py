@@ -73,16 +73,18 @@ class DMSResourceEstimator:
             if rule is None or not rule.counted(name, space):
                 continue
 
-            def hook(mod, args, out, name=name, rule=rule):
-                call = rule.record(name, mod, args[0], out)
+            def hook(mod, args, kwargs, out, name=name, rule=rule):
+                # the first input, passed by position or (HF attention) by keyword
+                x = args[0] if args else next(iter(kwargs.values()))
+                call = rule.record(name, mod, x, out)
                 call.rule = rule
                 self.calls.append(call)
                 if rule.channels_from_consumer:
                     pool_outputs.append((out, call))
                 elif rule.searchable_weight:
-                    _match_pool_consumer(name, args[0], call.in_channels, pool_outputs)
+                    _match_pool_consumer(name, x, call.in_channels, pool_outputs)
 
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(hook, with_kwargs=True))
         param = next(model.parameters())
         was_training = model.training
         model.eval()

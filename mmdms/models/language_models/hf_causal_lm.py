@@ -1,0 +1,131 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""An mmengine model around a Hugging Face ``transformers`` causal language model.
+
+:class:`HFCausalLM` builds ``AutoModelForCausalLM`` from a config dict (random weights) or a
+local checkpoint directory, and speaks mmengine's ``forward(inputs, data_samples, mode)``:
+
+* ``'tensor'``: the logits ``(B, N, vocab)``;
+* ``'loss'``: ``dict(loss=...)``, the next-token cross-entropy averaged over the predicted
+  tokens;
+* ``'predict'``: per sample a dict with ``nll`` (summed next-token negative log-likelihood) and
+  ``num_tokens`` (tokens predicted), from which a metric gives the perplexity
+  ``exp(sum nll / sum num_tokens)``.
+
+``inputs`` are token ids ``(B, N)``. A floating-point tensor is accepted and truncated to ids:
+MMRazor's demo inputs and the resource estimator's recording forward pass ``rand`` / ``zeros`` of
+a shape, and the shapes are all they need.
+"""
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmrazor.registry import MODELS
+from torch import Tensor
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as e:
+        raise ImportError('HFCausalLM needs Hugging Face transformers: pip install -e .[llm] '
+                          '(or the version pinned in requirements/optional.txt)') from e
+    return transformers
+
+
+@MODELS.register_module()
+class HFCausalLM(BaseModel):
+    """A ``transformers`` causal LM as an mmengine model (see the module docstring).
+
+    Args:
+        config (dict, optional): a ``transformers`` config as a dict, with ``model_type``
+            (e.g. ``dict(model_type='llama', hidden_size=..., ...)``): the model is built from
+            it with random weights. Exactly one of ``config`` and ``pretrained_path``.
+        pretrained_path (str, optional): a local directory ``from_pretrained`` reads (nothing
+            is downloaded here; pass a path).
+        ignore_index (int): label ignored by the loss; ``pad_token_id`` of the config is mapped
+            to it when ``ignore_pad`` is True.
+        ignore_pad (bool): do not predict padding tokens. Defaults to True.
+        from_pretrained_kwargs (dict, optional): more arguments of ``from_pretrained``
+            (``torch_dtype``, ``attn_implementation``, ``trust_remote_code``, ...).
+        data_preprocessor (dict, optional): mmengine data preprocessor config.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(self,
+                 config: Optional[Dict] = None,
+                 pretrained_path: Optional[str] = None,
+                 ignore_index: int = -100,
+                 ignore_pad: bool = True,
+                 from_pretrained_kwargs: Optional[Dict] = None,
+                 data_preprocessor: Optional[Dict] = None,
+                 init_cfg: Optional[Dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if (config is None) == (pretrained_path is None):
+            raise ValueError('HFCausalLM needs exactly one of config (a transformers config '
+                             "dict with 'model_type') and pretrained_path (a local checkpoint "
+                             f'directory); got config={config!r}, '
+                             f'pretrained_path={pretrained_path!r}')
+        transformers = _transformers()
+        kwargs = dict(from_pretrained_kwargs or {})
+        if config is not None:
+            config = dict(config)
+            model_type = config.pop('model_type', None)
+            if model_type is None:
+                raise ValueError("HFCausalLM's config needs 'model_type' (e.g. 'llama'), the "
+                                 'transformers architecture to build')
+            hf_config = transformers.AutoConfig.for_model(model_type, **config)
+            self.model = transformers.AutoModelForCausalLM.from_config(hf_config, **kwargs)
+        else:
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                pretrained_path, **kwargs)
+        self.ignore_index = ignore_index
+        self.ignore_pad = ignore_pad
+
+    @property
+    def hf_config(self):
+        """The ``transformers`` config of the wrapped model."""
+        return self.model.config
+
+    def logits(self, inputs: Tensor) -> Tensor:
+        """The logits ``(B, N, vocab)`` of token ids ``(B, N)``.
+
+        No check of ``inputs`` here: MMRazor's tracer traces this path with a proxy in place of
+        ``inputs`` (the wrapped model is one leaf node of its graph).
+        """
+        return self.model(input_ids=inputs.long(), use_cache=False).logits
+
+    def _token_nll(self, inputs: Tensor) -> tuple:
+        """Next-token NLL ``(B, N - 1)`` and the mask of the predicted tokens."""
+        if inputs.dim() != 2 or inputs.shape[1] < 2:
+            raise ValueError('HFCausalLM takes token ids of shape (batch, tokens) with at '
+                             f'least 2 tokens to predict the next one, got {tuple(inputs.shape)}')
+        input_ids = inputs.long()
+        logits = self.logits(input_ids)[:, :-1].float()
+        labels = input_ids[:, 1:]
+        valid = torch.ones_like(labels, dtype=torch.bool)
+        pad = getattr(self.hf_config, 'pad_token_id', None)
+        if self.ignore_pad and pad is not None:
+            valid = labels != pad
+        labels = labels.masked_fill(~valid, self.ignore_index)
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=self.ignore_index,
+                              reduction='none')
+        return nll, valid
+
+    def forward(self,
+                inputs: Tensor,
+                data_samples: Optional[List] = None,
+                mode: str = 'tensor') -> Union[Tensor, Dict[str, Tensor], List[Dict]]:
+        """Logits (``'tensor'``), the LM loss (``'loss'``) or per-sample NLL sums and token
+        counts (``'predict'``) of token ids ``inputs``; ``data_samples`` is not read."""
+        if mode == 'tensor':
+            return self.logits(inputs)
+        if mode == 'loss':
+            nll, valid = self._token_nll(inputs)
+            return dict(loss=nll.sum() / valid.sum().clamp(min=1))
+        if mode == 'predict':
+            nll, valid = self._token_nll(inputs)
+            return [dict(nll=float(n), num_tokens=int(v))
+                    for n, v in zip(nll.detach().sum(dim=1), valid.sum(dim=1))]
+        raise ValueError(f"Invalid mode '{mode}': HFCausalLM supports 'tensor', 'loss' and "
+                         "'predict'")
