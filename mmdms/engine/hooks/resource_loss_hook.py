@@ -32,9 +32,9 @@ class ResourceLossHook(Hook):
     Set-up and upkeep it delegates: the target is checked against the supernet before training;
     a latency target first fits the latency model
     (:func:`~mmdms.models.utils.fit_latency_and_broadcast`: every conv / linear timed over a
-    grid of widths, then the whole plain supernet timed so that a target in ms is the measured
-    latency of the exported model), which checkpoints carry in their ``meta`` (a resumed search
-    and the export use the same one); a weight EMA (mmengine
+    grid of widths, then the whole plain supernet and a half-width static model timed so that a
+    target in ms is the measured latency of the exported model), which checkpoints carry in
+    their ``meta`` (a resumed search and the export use the same one); a weight EMA (mmengine
     ``EMAHook``) is kept from averaging the structure
     (:func:`~mmdms.engine.sync_structure_into_ema`); the searched structure is drawn at the end
     (:func:`~mmdms.visualization.plot_search_structure`).
@@ -49,8 +49,8 @@ class ResourceLossHook(Hook):
         width_only_epochs (int): epochs at the end searching width only (epoch-based loops).
         width_only_iters (int): the same for iteration-based loops.
         latency_fit (dict, optional): arguments of the latency fit (``fractions``,
-            ``repeats``, ``warmup``, ``supernet_repeats``, ``correction``: ``'scale'`` by
-            default, ``'offset'`` or ``'none'``; see
+            ``repeats``, ``warmup``, ``supernet_repeats``, ``reduce_to``, ``correction``:
+            ``'per_layer'`` by default, ``'scale'``, ``'offset'`` or ``'none'``; see
             :meth:`~mmdms.models.task_modules.DMSResourceEstimator.fit_latency`).
         save_structure (bool): at the end of the search, draw the searched structure (hard
             masks) into ``work_dir/structure.png`` (like the paper's Fig. 4). Defaults to True.
@@ -107,10 +107,13 @@ class ResourceLossHook(Hook):
             raise TypeError(f'ResourceLossHook needs a DMS search model, got '
                             f'{type(model).__name__}')
         if self.resource == 'latency' and model.estimator.latency_model is None:
-            supernet = model.build_plain_architecture \
-                if self.latency_fit.get('correction', 'scale') != 'none' else None
+            fit_args = dict(self.latency_fit)
+            correction = fit_args.setdefault('correction', 'per_layer')
+            supernet = model.build_plain_architecture if correction != 'none' else None
+            if correction == 'per_layer':
+                fit_args['reduced'] = lambda: model.build_plain_architecture(pruned=True)
             fit_latency_and_broadcast(model.estimator, model.architecture, supernet=supernet,
-                                      **self.latency_fit)
+                                      **fit_args)
             self._log_latency_fit(runner, model.estimator.latency_model)
         self.supernet_cost = model.supernet_resource(self.resource)
         final = self.final_target if self.final_target is not None \
@@ -148,7 +151,8 @@ class ResourceLossHook(Hook):
         runner.logger.info(
             f'DMS latency model ({fitted.device}, {fitted.threads} thread(s)): per-layer sum '
             f'{fitted.layers_ms:.4g} ms for the supernet, {measured}; correction '
-            f'{fitted.correction}: scale {fitted.scale:.4g}, overhead {fitted.overhead_ms:.4g} ms')
+            f'{fitted.correction}: scale {fitted.scale:.4g}, overhead {fitted.overhead_ms:.4g} '
+            f'ms, per layer {fitted.per_layer_ms:.4g} ms (narrower model: {fitted.reduced_ms})')
 
     # checkpoints -------------------------------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -106,10 +106,14 @@ class DMS(BaseAlgorithm):
         """The learnable ratios of the search space (the architecture parameters)."""
         return [m.dms_ratio for m in self.dms_mutables() if m.dms_ratio.requires_grad]
 
-    def build_plain_architecture(self) -> nn.Module:
+    def build_plain_architecture(self, pruned: bool = False) -> nn.Module:
         """The supernet again, built from the architecture config without any DMS machinery
         (plain layers, fresh weights), on the search model's device, in eval mode: what the
         latency fit times whole, as the exported model will run.
+
+        Args:
+            pruned (bool): prune it to the structure of the current hard masks (the static
+                model the export would build, with fresh weights).
 
         Raises:
             ValueError: the DMS model was given a built architecture, not its config.
@@ -121,6 +125,9 @@ class DMS(BaseAlgorithm):
                 'dict, or fit the latency yourself: model.estimator.fit_latency('
                 'model.architecture, supernet=<the architecture without DMS ops>)')
         plain = MODELS.build(copy.deepcopy(self._architecture_cfg))
+        if pruned:
+            from mmdms.structures import prune_to_subnet, subnet_from_algorithm
+            prune_to_subnet(plain, subnet_from_algorithm(self))
         return plain.to(next(self.architecture.parameters()).device).eval()
 
     def supernet_resource(self, resource: str = 'macs') -> float:

@@ -13,12 +13,14 @@ uses) is fitted to ``latency / latency_max`` by non-negative least squares, so t
 That sum leaves out what the model spends outside its convs and linears: BatchNorm,
 activations, residual adds, pooling, the Python of every module call. On the digits supernet on
 CPU it is about half of the measured whole (``docs/benchmarks.md``). So the whole static
-supernet is timed once too (:func:`latency_correction`), and the estimator's latency is
-``overhead_ms + scale * sum`` (:class:`LatencyModel`): with ``correction='scale'`` (default)
-the unexplained time is taken to scale with the layers' (a block removed takes its norms and
-activations with it), with ``'offset'`` it is a constant; either way the estimator's supernet
-latency equals the measured one, and the target of a search is the wall-clock latency of the
-exported model, measured as :func:`time_ms` measures.
+supernet is timed once too, and the sum corrected (:class:`LatencyModel`): with
+``correction='per_layer'`` (the default of a search) a narrower static model of the same depth
+is timed as well, and the unexplained time split into a part scaling with the layers' time and
+a constant per timed layer call, gone with a removed block (:func:`per_layer_correction`); with
+``'scale'`` all of it scales with the layers' time, with ``'offset'`` it is one constant
+(:func:`latency_correction`). Each way the estimator's supernet latency equals the measured
+one, and the target of a search is the wall-clock latency of the exported model, measured as
+:func:`time_ms` measures.
 
 Timing (:func:`time_ms`): ``torch.no_grad``, eval mode, ``warmup`` calls, then the median of
 ``repeats`` calls (synchronised on CUDA), with the process's ``torch.get_num_threads()``; the
@@ -37,7 +39,7 @@ from torch import Tensor
 #: A timer: ``timer(module, x) -> ms`` for one call ``module(x)``. Tests pass a fake one.
 Timer = Callable[[nn.Module, Tensor], float]
 
-CORRECTIONS = ('scale', 'offset', 'none')
+CORRECTIONS = ('per_layer', 'scale', 'offset', 'none')
 
 #: Where a search checkpoint's ``meta`` keeps the fitted latency model (resume, export).
 LATENCY_META_KEY = 'dms_latency_model'
@@ -117,7 +119,8 @@ def latency_correction(layers_ms: float, measured_ms: float,
         measured_ms (float): the measured latency of the whole static supernet.
         correction (str): ``'scale'``: the unexplained time scales with the layers'
             (``overhead_ms = 0``); ``'offset'``: it is a constant (``scale = 1``); ``'none'``:
-            the sum as it is (``(1, 0)``, the measurement ignored).
+            the sum as it is (``(1, 0)``, the measurement ignored). (``'per_layer'`` needs a
+            second measurement: :func:`per_layer_correction`.)
 
     Returns:
         tuple: ``(scale, overhead_ms)``.
@@ -131,25 +134,64 @@ def latency_correction(layers_ms: float, measured_ms: float,
         raise ValueError(f'Cannot correct the latency model: the per-layer sum '
                          f'({layers_ms:.4g} ms) and the measured supernet latency '
                          f'({measured_ms:.4g} ms) must both be positive')
-    if correction == 'scale':
+    if correction in ('scale', 'per_layer'):
         return measured_ms / layers_ms, 0.0
     return 1.0, measured_ms - layers_ms
+
+
+def per_layer_correction(layers_ms: float, measured_ms: float, reduced_layers_ms: float,
+                         reduced_measured_ms: float, num_layers: float) -> Tuple[float, float]:
+    """``(scale, per_layer_ms)`` of ``latency = scale * sum + per_layer_ms * layers`` from two
+    measured static models of the same depth: the supernet and a narrower one.
+
+    The time the per-layer sum does not explain, ``measured_ms - layers_ms``, is split into a
+    part that scales with the layers' time (``scale - 1``: norms and activations on larger
+    tensors) and a constant per timed layer call (``per_layer_ms``: the Python and dispatch of
+    the layer's norm, activation and block, gone with a removed block, not with a narrower
+    layer). The narrower model tells them apart: ``scale`` is the slope of measured against
+    summed latency between the two, clipped to ``[1, measured_ms / layers_ms]`` (noise can put
+    it anywhere), so that the supernet's estimate is always exactly ``measured_ms``.
+
+    Args:
+        layers_ms (float): the per-layer sum at the supernet.
+        measured_ms (float): the measured supernet.
+        reduced_layers_ms (float): the per-layer sum at the narrower structure.
+        reduced_measured_ms (float): the measured narrower static model.
+        num_layers (float): the number of timed layer calls (the same in both).
+
+    Returns:
+        tuple: ``(scale, per_layer_ms)``.
+    """
+    if not (layers_ms > 0 and measured_ms > 0 and num_layers > 0):
+        raise ValueError('Cannot correct the latency model: the per-layer sum, the measured '
+                         'supernet latency and the number of timed layers must be positive, '
+                         f'got {layers_ms:.4g} ms, {measured_ms:.4g} ms, {num_layers}')
+    full_scale = measured_ms / layers_ms
+    if full_scale <= 1 or layers_ms <= reduced_layers_ms:
+        return full_scale, 0.0
+    slope = (measured_ms - reduced_measured_ms) / (layers_ms - reduced_layers_ms)
+    scale = min(max(slope, 1.0), full_scale)
+    return scale, (measured_ms - scale * layers_ms) / num_layers
 
 
 @dataclass
 class LatencyModel:
     """The fitted latency model an estimator's ``latency()`` reads.
 
-    ``latency = overhead_ms + scale * sum_layers latency_max * F(x_in, x_out) * depth_mask``.
+    ``latency = overhead_ms + sum_layers (scale * latency_max * F(x_in, x_out) + per_layer_ms)
+    * depth_mask`` (the sum over the timed layer calls).
 
     Attributes:
         layers (list): per recorded call, ``(latency_max_ms, coefficients)`` (``(0., None)``
             for a call that is not timed).
         scale (float): factor on the sum (:func:`latency_correction`).
         overhead_ms (float): constant added to it.
+        per_layer_ms (float): constant per timed layer call, weighted by its depth mask.
         correction (str): how ``scale`` / ``overhead_ms`` were set.
         layers_ms (float, optional): the sum at the full supernet (before correction).
         supernet_ms (float, optional): the measured latency of the whole static supernet.
+        reduced_ms (tuple, optional): for ``'per_layer'``: the narrower static model's
+            per-layer sum and measured latency.
         threads (int): ``torch.get_num_threads()`` during the timing.
         device (str): where it was timed.
     """
@@ -157,9 +199,11 @@ class LatencyModel:
     layers: List[Tuple[float, Optional[Tensor]]]
     scale: float = 1.0
     overhead_ms: float = 0.0
+    per_layer_ms: float = 0.0
     correction: str = 'none'
     layers_ms: Optional[float] = None
     supernet_ms: Optional[float] = None
+    reduced_ms: Optional[Tuple[float, float]] = None
     threads: int = field(default_factory=torch.get_num_threads)
     device: str = 'cpu'
 
@@ -168,8 +212,10 @@ class LatencyModel:
         return dict(layers=[[float(m), None if c is None else [float(v) for v in c]]
                             for m, c in self.layers],
                     scale=self.scale, overhead_ms=self.overhead_ms,
-                    correction=self.correction, layers_ms=self.layers_ms,
-                    supernet_ms=self.supernet_ms, threads=self.threads, device=self.device)
+                    per_layer_ms=self.per_layer_ms, correction=self.correction,
+                    layers_ms=self.layers_ms, supernet_ms=self.supernet_ms,
+                    reduced_ms=None if self.reduced_ms is None else list(self.reduced_ms),
+                    threads=self.threads, device=self.device)
 
     @classmethod
     def from_dict(cls, data: Dict) -> 'LatencyModel':
@@ -177,12 +223,16 @@ class LatencyModel:
         data = dict(data)
         data['layers'] = [(float(m), None if c is None else torch.tensor(c, dtype=torch.float32))
                           for m, c in data['layers']]
+        if data.get('reduced_ms') is not None:
+            data['reduced_ms'] = tuple(data['reduced_ms'])
         return cls(**data)
 
     def summary(self) -> Dict:
         """What ``subnet.json`` records about the fit (no per-layer coefficients)."""
         return dict(correction=self.correction, scale=self.scale, overhead_ms=self.overhead_ms,
-                    layers_ms=self.layers_ms, supernet_measured_ms=self.supernet_ms,
+                    per_layer_ms=self.per_layer_ms, layers_ms=self.layers_ms,
+                    supernet_measured_ms=self.supernet_ms,
+                    reduced_ms=None if self.reduced_ms is None else list(self.reduced_ms),
                     threads=self.threads, device=self.device)
 
 
