@@ -49,13 +49,14 @@ def random_importance(model, seed: int) -> None:
 
 
 def descend_to_target(model, target: float, lambda_resource: float, lr: float,
-                      max_steps: int) -> int:
-    """Adam on the structure parameters against ``loss_resource`` alone until it is zero.
+                      max_steps: int, resource: str = 'macs') -> int:
+    """Adam on the structure parameters against ``loss_resource`` (of ``resource``) alone
+    until it is zero.
 
     Returns:
         int: the number of steps taken.
     """
-    model.set_resource_constraint('macs', target, lambda_resource)
+    model.set_resource_constraint(resource, target, lambda_resource)
     optimizer = torch.optim.Adam(model.structure_parameters(), lr=lr)
     for step in range(1, max_steps + 1):
         loss = model.resource_loss()['loss_resource']

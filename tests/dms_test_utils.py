@@ -82,3 +82,52 @@ def digits_search_config(work_dir, epochs=2, width_only=1, samples=64, batch_siz
     cfg.default_hooks.logger.interval = 1
     cfg.work_dir = work_dir
     return cfg
+
+
+class MacsTimer:
+    """A fake, deterministic latency timer (``timer(module, x) -> ms``) for the latency model.
+
+    One call of ``module(x)`` "takes" ``ms_per_mac`` per multiply-add plus ``ms_per_layer`` for
+    every conv / linear call in it; a whole model (the estimator's
+    :class:`~mmdms.models.task_modules.latency_model.TensorModeForward`) takes ``unexplained``
+    times that plus ``whole_per_layer`` per conv / linear call, as norms, activations and Python
+    would add on a real device. Under this timer the per-layer latency model is exact
+    (``a + b * x_in * x_out`` is in its basis) and the ``'per_layer'`` correction makes the
+    estimator exact for every static subnet (``'scale'`` too when ``whole_per_layer`` is 0).
+    """
+
+    def __init__(self, ms_per_mac=1e-6, ms_per_layer=0.02, unexplained=1.5,
+                 whole_per_layer=0.0):
+        self.ms_per_mac = ms_per_mac
+        self.ms_per_layer = ms_per_layer
+        self.unexplained = unexplained
+        self.whole_per_layer = whole_per_layer
+        self.calls = 0
+
+    def __call__(self, module, x):
+        from mmdms.models.task_modules.latency_model import TensorModeForward
+        total, count = [0.0], [0]
+
+        def hook(layer, args, out):
+            per_output = layer.weight[0].numel()  # C_in / groups x kernel (linear: C_in)
+            total[0] += self.ms_per_mac * out.numel() * per_output + self.ms_per_layer
+            count[0] += 1
+
+        layers = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        handles = [m.register_forward_hook(hook) for m in layers]
+        try:
+            with torch.no_grad():
+                module(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.calls += 1
+        if isinstance(module, TensorModeForward):
+            return total[0] * self.unexplained + self.whole_per_layer * count[0]
+        return total[0]
+
+    def measure(self, model, input_shape):
+        """The fake latency of a whole (static) OpenMMLab model in ``tensor`` mode."""
+        from mmdms.models.task_modules.latency_model import TensorModeForward
+        whole = TensorModeForward(model.eval(), lambda m, x: m(x, mode='tensor'))
+        return self(whole, torch.zeros(tuple(input_shape)))

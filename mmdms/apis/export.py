@@ -9,6 +9,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmdms.models.algorithms import DMSSubnet
+from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel
 from mmdms.structures import SubnetError, dump_subnet, subnet_from_algorithm
 from mmdms.utils import atomic_directory, check_new_directory
 from .retrain_config import retrain_config, strip_pretrained
@@ -93,6 +94,9 @@ def resource_table(subnet: Dict) -> str:
     for key, label in (('macs', 'MACs'), ('params', 'params')):
         full, kept = subnet['supernet'][key], subnet[key]
         rows.append((label, _human(full), _human(kept), f'{100 * kept / full:.1f}%'))
+    if 'latency_ms' in subnet:  # predicted, on the machine the latency model was fitted on
+        full, kept = subnet['supernet']['latency_ms'], subnet['latency_ms']
+        rows.append(('latency (ms)', f'{full:.3f}', f'{kept:.3f}', f'{100 * kept / full:.1f}%'))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ['  '.join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
                        enumerate(zip(row, widths))) for row in rows]
@@ -108,7 +112,8 @@ def export_subnet(config,
                   cfg_options: Optional[Dict] = None) -> Dict:
     """Export the subnet of a DMS search checkpoint to ``work_dir``.
 
-    Writes ``subnet.json`` (the structure and its MACs / params), ``pruned.pth`` (an mmengine
+    Writes ``subnet.json`` (the structure and its MACs / params, and its predicted latency if
+    the checkpoint comes from a latency-constrained search), ``pruned.pth`` (an mmengine
     checkpoint of the static :class:`~mmdms.models.DMSSubnet`: the searched weights sliced to
     the kept channels, or with ``reinit`` a fresh initialisation) and ``config.py`` (the search
     config's data, schedule and evaluators around that model; ``tools/train.py`` retrains it,
@@ -125,7 +130,8 @@ def export_subnet(config,
         cfg_options (dict, optional): overrides merged into the config.
 
     Returns:
-        dict: ``work_dir``, the written ``files``, ``macs``, ``params``, ``supernet``,
+        dict: ``work_dir``, the written ``files``, ``macs``, ``params``, ``latency_ms``
+        (``None`` unless the search was latency-constrained), ``supernet``,
         ``input_shape``, ``max_rel_output_diff`` and the printable ``table``.
 
     Raises:
@@ -139,6 +145,8 @@ def export_subnet(config,
     cfg = load_config(config, cfg_options)
     algorithm = build_search_model(cfg)
     meta = load_search_checkpoint(algorithm, checkpoint, cfg.filename or str(config))
+    if meta.get(LATENCY_META_KEY) is not None:  # a latency search: subnet.json predicts it
+        algorithm.estimator.latency_model = LatencyModel.from_dict(meta[LATENCY_META_KEY])
     algorithm.eval()
     subnet = subnet_from_algorithm(algorithm)
     static = static_subnet(algorithm, cfg, subnet)
@@ -153,6 +161,8 @@ def export_subnet(config,
                   max_rel_output_diff=diff)
     subnet = dict(subnet, source=source)
     ckpt_meta = dict(mmdms_subnet=dict(source, macs=subnet['macs'], params=subnet['params']))
+    if 'latency_ms' in subnet:
+        ckpt_meta['mmdms_subnet']['latency_ms'] = subnet['latency_ms']
     if meta.get('dataset_meta') is not None:
         ckpt_meta['dataset_meta'] = meta['dataset_meta']
     files = ('subnet.json', 'pruned.pth', 'config.py')
@@ -163,5 +173,6 @@ def export_subnet(config,
         retrain_config(cfg, reinit).dump(osp.join(tmp, 'config.py'))
     return dict(work_dir=work_dir, files={f: osp.join(work_dir, f) for f in files},
                 macs=subnet['macs'], params=subnet['params'], supernet=subnet['supernet'],
+                latency_ms=subnet.get('latency_ms'),
                 input_shape=subnet['input_shape'], max_rel_output_diff=diff,
                 table=resource_table(subnet))

@@ -7,6 +7,11 @@ from, so the exported structure and its counted cost cannot disagree. The dict s
 
 * ``macs``, ``params``, ``input_shape``: the static subnet's cost as the estimator counts it with
   hard masks (per sample, at ``input_shape``), and ``supernet``: the same for the supernet;
+* ``latency_ms``, ``supernet.latency_ms``, ``latency_model`` (only when the estimator has a
+  fitted latency model, i.e. after a latency-constrained search): the predicted latency of the
+  static subnet and of the supernet in ms (corrected to the measured supernet, see
+  :mod:`mmdms.models.task_modules.latency_model`), and how the fit was made (correction,
+  measured supernet latency, threads, device; batch and input: ``input_shape``);
 * ``widths``: per searched width (channel group, heads, head dims, MLP hidden) its ``total``,
   ``kept`` count and kept ``indices``;
 * ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks``;
@@ -102,13 +107,20 @@ def subnet_from_algorithm(algorithm) -> Dict:
         size = params[name].shape[-1]
         free_params[name] = dict(size=size, kept=kept_indices(fn(True), size, f"'{name}'"))
 
+    supernet = dict(macs=_count(estimator.estimate('macs', full=True)),
+                    params=_count(estimator.estimate('params', full=True)))
+    latency = {}
+    if getattr(estimator, 'latency_model', None) is not None:
+        supernet['latency_ms'] = float(estimator.estimate('latency', full=True))
+        latency = dict(latency_ms=float(estimator.estimate('latency', hard=True)),
+                       latency_model=estimator.latency_model.summary())
     return dict(
         format=SUBNET_FORMAT,
         input_shape=list(estimator.input_shape),
         macs=_count(estimator.estimate('macs', hard=True)),
         params=_count(estimator.estimate('params', hard=True)),
-        supernet=dict(macs=_count(estimator.estimate('macs', full=True)),
-                      params=_count(estimator.estimate('params', full=True))),
+        **latency,
+        supernet=supernet,
         widths=widths,
         stages=stages,
         removed_blocks=removed,

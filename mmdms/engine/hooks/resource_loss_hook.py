@@ -9,7 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from mmdms.engine.ema_structure_sync import sync_structure_into_ema
-from mmdms.models.task_modules import known_resource_types
+from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel, known_resource_types
 from mmdms.models.utils import fit_latency_and_broadcast
 from mmdms.ops import resource_target_at
 from mmdms.utils import parse_resource
@@ -31,7 +31,10 @@ class ResourceLossHook(Hook):
 
     Set-up and upkeep it delegates: the target is checked against the supernet before training;
     a latency target first fits the latency model
-    (:func:`~mmdms.models.utils.fit_latency_and_broadcast`); a weight EMA (mmengine
+    (:func:`~mmdms.models.utils.fit_latency_and_broadcast`: every conv / linear timed over a
+    grid of widths, then the whole plain supernet and a half-width static model timed so that a
+    target in ms is the measured latency of the exported model), which checkpoints carry in
+    their ``meta`` (a resumed search and the export use the same one); a weight EMA (mmengine
     ``EMAHook``) is kept from averaging the structure
     (:func:`~mmdms.engine.sync_structure_into_ema`); the searched structure is drawn at the end
     (:func:`~mmdms.visualization.plot_search_structure`).
@@ -46,7 +49,9 @@ class ResourceLossHook(Hook):
         width_only_epochs (int): epochs at the end searching width only (epoch-based loops).
         width_only_iters (int): the same for iteration-based loops.
         latency_fit (dict, optional): arguments of the latency fit (``fractions``,
-            ``repeats``).
+            ``repeats``, ``warmup``, ``supernet_repeats``, ``reduce_to``, ``correction``:
+            ``'per_layer'`` by default, ``'scale'``, ``'offset'`` or ``'none'``; see
+            :meth:`~mmdms.models.task_modules.DMSResourceEstimator.fit_latency`).
         save_structure (bool): at the end of the search, draw the searched structure (hard
             masks) into ``work_dir/structure.png`` (like the paper's Fig. 4). Defaults to True.
         match_target (bool): in the width-only phase, make the loss two-sided,
@@ -102,10 +107,24 @@ class ResourceLossHook(Hook):
             raise TypeError(f'ResourceLossHook needs a DMS search model, got '
                             f'{type(model).__name__}')
         if self.resource == 'latency' and model.estimator.latency_model is None:
-            fit_latency_and_broadcast(model.estimator, model.architecture, **self.latency_fit)
+            fit_args = dict(self.latency_fit)
+            correction = fit_args.setdefault('correction', 'per_layer')
+            supernet = model.build_plain_architecture if correction != 'none' else None
+            if correction == 'per_layer':
+                fit_args['reduced'] = lambda: model.build_plain_architecture(pruned=True)
+            fit_latency_and_broadcast(model.estimator, model.architecture, supernet=supernet,
+                                      **fit_args)
+            self._log_latency_fit(runner, model.estimator.latency_model)
         self.supernet_cost = model.supernet_resource(self.resource)
         final = self.final_target if self.final_target is not None \
             else self.target_ratio * self.supernet_cost
+        overhead = getattr(model.estimator.latency_model, 'overhead_ms', 0.0) \
+            if self.resource == 'latency' else 0.0
+        if final <= overhead:
+            raise ValueError(
+                f'The latency target {final:.4g} ms is not above the constant overhead '
+                f'{overhead:.4g} ms of the latency model (correction=\'offset\'): no structure '
+                "can meet it. Raise the target, or use latency_fit=dict(correction='scale').")
         if final >= self.supernet_cost:
             raise ValueError(
                 f'The {self.resource} target {final:.6g} is not below the supernet\'s '
@@ -122,6 +141,31 @@ class ResourceLossHook(Hook):
             raise ValueError(f'ResourceLossHook: {width_only} width-only {unit} leave no '
                              f'{unit} of the {total} to decay the target over')
         model.set_resource_constraint(self.resource, self.target_at(0), self.lambda_resource)
+
+    @staticmethod
+    def _log_latency_fit(runner, fitted) -> None:
+        if fitted is None:
+            return
+        measured = 'not measured' if fitted.supernet_ms is None else \
+            f'{fitted.supernet_ms:.4g} ms measured'
+        runner.logger.info(
+            f'DMS latency model ({fitted.device}, {fitted.threads} thread(s)): per-layer sum '
+            f'{fitted.layers_ms:.4g} ms for the supernet, {measured}; correction '
+            f'{fitted.correction}: scale {fitted.scale:.4g}, overhead {fitted.overhead_ms:.4g} '
+            f'ms, per layer {fitted.per_layer_ms:.4g} ms (narrower model: {fitted.reduced_ms})')
+
+    # checkpoints -------------------------------------------------------------------------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        fitted = self._model(runner).estimator.latency_model
+        if fitted is not None:
+            checkpoint.setdefault('meta', {})[LATENCY_META_KEY] = fitted.to_dict()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get('meta', {}).get(LATENCY_META_KEY)
+        # a resumed search keeps the r_c it had, no new timing; load_from (e.g. on another
+        # machine) times this one
+        if saved is not None and getattr(runner, '_resume', False):
+            self._model(runner).estimator.latency_model = LatencyModel.from_dict(saved)
 
     # schedule ----------------------------------------------------------------------------------
     def target_at(self, step: int) -> float:

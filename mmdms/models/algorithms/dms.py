@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The DMS search model: a supernet (any mmpretrain / mmyolo model) and its DMSMutator."""
+import copy
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -58,6 +59,9 @@ class DMS(BaseAlgorithm):
             # belongs to the architecture, whose type supplies its default preprocessor type.
             architecture = dict(architecture, data_preprocessor=data_preprocessor)
             data_preprocessor = None
+        # kept to build the plain supernet again (the latency fit times it whole)
+        self._architecture_cfg = copy.deepcopy(architecture) \
+            if isinstance(architecture, dict) else None
         super().__init__(architecture, data_preprocessor, init_cfg)
         if isinstance(mutator, dict):
             mutator = MODELS.build(dict(mutator, _scope_=mutator.get('_scope_', 'mmrazor')))
@@ -101,6 +105,30 @@ class DMS(BaseAlgorithm):
     def structure_parameters(self) -> List[nn.Parameter]:
         """The learnable ratios of the search space (the architecture parameters)."""
         return [m.dms_ratio for m in self.dms_mutables() if m.dms_ratio.requires_grad]
+
+    def build_plain_architecture(self, pruned: bool = False) -> nn.Module:
+        """The supernet again, built from the architecture config without any DMS machinery
+        (plain layers, fresh weights), on the search model's device, in eval mode: what the
+        latency fit times whole, as the exported model will run.
+
+        Args:
+            pruned (bool): prune it to the structure of the current hard masks (the static
+                model the export would build, with fresh weights).
+
+        Raises:
+            ValueError: the DMS model was given a built architecture, not its config.
+        """
+        if self._architecture_cfg is None:
+            raise ValueError(
+                'DMS was given a built architecture module, so it cannot build the plain '
+                'supernet the latency fit times whole. Give DMS the architecture as a config '
+                'dict, or fit the latency yourself: model.estimator.fit_latency('
+                'model.architecture, supernet=<the architecture without DMS ops>)')
+        plain = MODELS.build(copy.deepcopy(self._architecture_cfg))
+        if pruned:
+            from mmdms.structures import prune_to_subnet, subnet_from_algorithm
+            prune_to_subnet(plain, subnet_from_algorithm(self))
+        return plain.to(next(self.architecture.parameters()).device).eval()
 
     def supernet_resource(self, resource: str = 'macs') -> float:
         """The exact cost of the whole supernet (every mask at 1)."""

@@ -27,7 +27,8 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
-from .latency_model import fit_layer, latency_basis
+from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
+                            latency_correction, per_layer_correction, time_ms)
 
 RESOURCE_TYPES = ('macs', 'params', 'latency')
 
@@ -54,8 +55,10 @@ class DMSResourceEstimator:
         self._fixed_params = 0
         self._block_params: Dict[str, int] = {}
         self._free_params: List[tuple] = []
-        self.latency_model = None
+        #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
+        self.latency_model: Optional[LatencyModel] = None
         self._full = False
+        self._forward: Callable[[nn.Module, Tensor], object] = _tensor_mode
 
     # recording ---------------------------------------------------------------------------------
     def prepare(self, model: nn.Module, space,
@@ -64,7 +67,8 @@ class DMSResourceEstimator:
         ``input_shape`` (``forward(model, x)``; default ``model(x, mode='tensor')``), for the
         masks of ``space`` (:class:`~mmdms.models.search_space.SearchSpace`)."""
         self.space = space
-        forward = forward or (lambda m, x: m(x, mode='tensor'))
+        forward = forward or _tensor_mode
+        self._forward = forward
         self.calls = []
         handles = []
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
@@ -161,19 +165,28 @@ class DMSResourceEstimator:
         return torch.as_tensor(total, dtype=self._dtype(hard))
 
     def latency(self, hard: bool = False) -> Tensor:
-        """Expected latency in ms from the fitted per-layer latency model."""
+        """Expected latency in ms: the fitted per-layer model's sum, corrected to the measured
+        whole model (``overhead_ms + scale * sum``; see
+        :class:`~mmdms.models.task_modules.latency_model.LatencyModel`)."""
         if self.latency_model is None:
             raise RuntimeError('Latency has not been measured: call fit_latency(model) first '
                                '(ResourceLossHook does it before a latency-constrained search)')
-        total, reader = 0., self._reader(hard)
-        for call, (layer_max, coeffs) in zip(self.calls, self.latency_model):
-            if layer_max == 0:
+        fitted = self.latency_model
+        if len(fitted.layers) != len(self.calls):
+            raise RuntimeError(f'The latency model has {len(fitted.layers)} layers for '
+                               f'{len(self.calls)} recorded calls: it was fitted on another '
+                               'model; call fit_latency(model) again')
+        total, layers, reader = 0., 0., self._reader(hard)
+        for call, (layer_max, coeffs) in zip(self.calls, fitted.layers):
+            if coeffs is None:
                 continue
             c_in, c_out = call.rule.widths(call, reader)
             x, y = c_in / call.in_channels, c_out / call.out_channels
-            total = total + layer_max * latency_basis(x, y) @ coeffs * \
-                self._depth_weight(call.name, hard)
-        return torch.as_tensor(total, dtype=torch.float32)
+            depth = self._depth_weight(call.name, hard)
+            total = total + layer_max * latency_basis(x, y) @ coeffs * depth
+            layers = layers + depth
+        corrected = fitted.overhead_ms + fitted.scale * total + fitted.per_layer_ms * layers
+        return torch.as_tensor(corrected, dtype=torch.float32)
 
     def estimate(self, resource: str = 'macs', hard: bool = False, full: bool = False) -> Tensor:
         """``r_c`` for ``resource`` in :attr:`resource_types`; with ``full``, the supernet's
@@ -187,13 +200,93 @@ class DMSResourceEstimator:
         finally:
             self._full = False
 
-    def fit_latency(self, model: nn.Module, **kwargs) -> None:
+    def fit_latency(self, model: nn.Module, supernet: Optional[nn.Module] = None,
+                    correction: Optional[str] = None, timer: Optional[Timer] = None,
+                    supernet_repeats: int = 30,
+                    reduced: Optional[Callable[[], nn.Module]] = None, reduce_to: float = 0.5,
+                    **layer_args) -> None:
         """Measure each layer whose rule gives a latency layer (convs, linears) over a grid of
         widths on the model's device and fit ``F(x_in, x_out)`` (see
-        :func:`mmdms.models.task_modules.latency_model.fit_layer`)."""
+        :func:`mmdms.models.task_modules.latency_model.fit_layer`); then, given the static
+        ``supernet``, time it whole and correct the sum so that the supernet's estimated
+        latency is the measured one (:mod:`~mmdms.models.task_modules.latency_model`).
+
+        Args:
+            model (nn.Module): the search model's architecture (the layers to time).
+            supernet (nn.Module, optional): the same architecture without DMS ops (e.g.
+                :meth:`DMS.build_plain_architecture`), timed whole on the estimator's input
+                with the recorded forward (``tensor`` mode), in eval mode.
+            correction (str, optional): ``'per_layer'`` (needs ``reduced``), ``'scale'``,
+                ``'offset'`` or ``'none'``. Defaults to ``'per_layer'`` with ``reduced``,
+                ``'scale'`` with only a ``supernet``, ``'none'`` without one.
+            timer (Timer, optional): ``timer(module, x) -> ms``; defaults to
+                :func:`~mmdms.models.task_modules.latency_model.time_ms`.
+            supernet_repeats (int): timed calls of a whole model (default timer).
+            reduced (callable, optional): builds the static model of the search space's
+                current hard masks (for ``'per_layer'``); it is called with every width set to
+                ``reduce_to`` of its elements and the depth kept, and the ratios are restored.
+            reduce_to (float): the keep fraction of the narrower model.
+            **layer_args: ``fractions``, ``repeats``, ``warmup`` of :func:`fit_layer`.
+        """
+        if correction is None:
+            correction = 'none' if supernet is None else \
+                'scale' if reduced is None else 'per_layer'
+        if supernet is None and correction != 'none':
+            raise ValueError(f"Latency correction '{correction}' needs the measured whole "
+                             'model: pass supernet=<the architecture without DMS ops> (or '
+                             "correction='none')")
+        if correction == 'per_layer' and reduced is None:
+            raise ValueError("Latency correction 'per_layer' also times a narrower static "
+                             'model: pass reduced=<a function building the static model of the '
+                             "current masks> (or correction='scale')")
+        latency_correction(1.0, 1.0, correction)  # an unknown name fails before the timing
         modules = dict(model.named_modules())
-        self.latency_model = [fit_layer(modules[c.name], c, **kwargs)
-                              if c.rule.timed else (0., None) for c in self.calls]
+        device = next(model.parameters()).device
+        layers = [fit_layer(modules[c.name], c, timer=timer, **layer_args)
+                  if c.rule.timed else (0., None) for c in self.calls]
+        fitted = LatencyModel(layers, device=str(device))
+        self.latency_model = fitted
+        fitted.layers_ms = float(self.estimate('latency', full=True))
+        fitted.correction = correction
+        if supernet is None:
+            return
+        warmup = layer_args.get('warmup', 2)
+        timer = timer or (lambda m, x: time_ms(m, x, supernet_repeats, max(warmup, 3)))
+        x = torch.randn(self.input_shape, generator=torch.Generator().manual_seed(0))
+        x = x.to(device)
+
+        def measure(static: nn.Module) -> float:
+            return float(timer(TensorModeForward(static.to(device).eval(), self._forward), x))
+
+        fitted.supernet_ms = measure(supernet)
+        if correction != 'per_layer':
+            fitted.scale, fitted.overhead_ms = latency_correction(
+                fitted.layers_ms, fitted.supernet_ms, correction)
+            return
+        reduced_sum, static = self._at_reduced_width(reduce_to, reduced)
+        fitted.reduced_ms = (reduced_sum, measure(static))
+        num_layers = sum(1 for _, coeffs in layers if coeffs is not None)
+        fitted.scale, fitted.per_layer_ms = per_layer_correction(
+            fitted.layers_ms, fitted.supernet_ms, *fitted.reduced_ms, num_layers)
+
+    def _at_reduced_width(self, fraction: float, build: Callable[[], nn.Module]):
+        """The (uncorrected) per-layer sum and the static model with every width at
+        ``fraction`` of its elements, the ratios restored afterwards."""
+        mutables = self.space.width_mutables()
+        saved = [m.dms_ratio.detach().clone() for m in mutables]
+        try:
+            for m in mutables:
+                m.set_kept(min(m.num_elements, max(m.min_elements, 1,
+                                                   round(fraction * m.num_elements))))
+            return float(self.estimate('latency', hard=True)), build()
+        finally:
+            with torch.no_grad():
+                for m, ratio in zip(mutables, saved):
+                    m.dms_ratio.copy_(ratio)
+
+
+def _tensor_mode(model: nn.Module, x: Tensor):
+    return model(x, mode='tensor')
 
 
 def _match_pool_consumer(name: str, x: Tensor, channels: int, pool_outputs: List[tuple]) -> None:

@@ -45,7 +45,7 @@ def test_latency_search_lowers_measured_latency():
         type='DMSChannelUnit', default_args=dict(step=8)))
     estimator.fit_latency(model, repeats=5)
     fitted = [(c.name, lat, coeffs) for c, (lat, coeffs) in
-              zip(estimator.calls, estimator.latency_model) if coeffs is not None]
+              zip(estimator.calls, estimator.latency_model.layers) if coeffs is not None]
     assert [name for name, _, _ in fitted] == ['conv1', 'conv2', 'conv3', 'head']
     for _, latency_max, coeffs in fitted:
         assert latency_max > 0 and torch.isfinite(coeffs).all()
