@@ -131,3 +131,20 @@ class MacsTimer:
         from mmdms.models.task_modules.latency_model import TensorModeForward
         whole = TensorModeForward(model.eval(), lambda m, x: m(x, mode='tensor'))
         return self(whole, torch.zeros(tuple(input_shape)))
+
+
+def spawn_ranks(fn, args=(), nprocs=2, timeout=180):
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes (a gloo group is theirs to set
+    up); fail the test if they do not all finish within ``timeout`` seconds."""
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False,
+                                 start_method='spawn')
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f'the {nprocs}-rank gloo run did not finish within {timeout} s')

@@ -9,12 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.runner import Runner
 
-from dms_test_utils import digits_search_config
+from dms_test_utils import digits_search_config, spawn_ranks
 from mmdms.engine import DMSNaNGuardHook, NonFiniteLossError
 from mmdms.utils import release_process_group
 
@@ -100,14 +99,7 @@ def _guard_on_rank(rank: int, out_dir: str) -> None:
 
 
 def test_every_rank_stops_at_the_same_iteration(tmp_path):
-    context = mp.start_processes(_guard_on_rank, args=(str(tmp_path), ), nprocs=2, join=False,
-                                 start_method='spawn')
-    deadline = time.monotonic() + 180
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail('the 2-rank gloo run did not finish within 180 s')
+    spawn_ranks(_guard_on_rank, args=(str(tmp_path), ))
     for rank in (0, 1):
         message = (tmp_path / f'rank{rank}.txt').read_text()
         assert 'on rank(s) [1]' in message, (rank, message)

@@ -1,16 +1,15 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Taylor importance: once per iteration, and identical on every data-parallel rank."""
 import os
-import time
 
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from mmdms.models import DMSMutableBlocks, DMSMutableChannel, sync_importance
 from mmdms.utils import release_process_group
+from dms_test_utils import spawn_ranks
 
 
 class MaskedMLP(nn.Module):
@@ -128,14 +127,7 @@ def _train_on_rank(rank: int, world: int, out_dir: str, synced: bool) -> None:
 
 @pytest.mark.parametrize('synced', [True, False])
 def test_two_gloo_ranks_hold_identical_importance(tmp_path, synced):
-    context = mp.start_processes(_train_on_rank, args=(2, str(tmp_path), synced), nprocs=2,
-                                 join=False, start_method='spawn')
-    deadline = time.monotonic() + 180
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail('the 2-rank gloo run did not finish within 180 s')
+    spawn_ranks(_train_on_rank, args=(2, str(tmp_path), synced))
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1))
     assert r0['importance'].abs().sum() > 0
     assert torch.equal(r0['ratio'], r1['ratio'])  # DDP averages the ratio's gradient

@@ -2,16 +2,14 @@
 """The latency model is fitted once, on the main process (which alone builds and times the whole
 supernet), and every rank uses that one, correction included."""
 import os
-import time
 
-import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from mmdms.models.utils import fit_latency_and_broadcast
 from mmdms.utils import release_process_group
+from dms_test_utils import spawn_ranks
 
 
 class StubEstimator:
@@ -56,14 +54,7 @@ def _fit_on_rank(rank: int, world: int, out_dir: str) -> None:
 
 
 def test_two_gloo_ranks_use_the_main_process_fit(tmp_path):
-    context = mp.start_processes(_fit_on_rank, args=(2, str(tmp_path)), nprocs=2, join=False,
-                                 start_method='spawn')
-    deadline = time.monotonic() + 180
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail('the 2-rank gloo run did not finish within 180 s')
+    spawn_ranks(_fit_on_rank, args=(2, str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f'rank{r}.pth', weights_only=False) for r in (0, 1))
     assert (r0['fits'], r1['fits']) == (1, 0)  # only the main process measures
     assert r0['model'] == r1['model'] == [('measured on rank', 0), ('supernet', True)]
