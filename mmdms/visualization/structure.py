@@ -12,11 +12,11 @@ def _drawn(layer: Dict) -> bool:
     """Layers with a searchable weight (convs, linears) are drawn (their output width); norms
     follow the layer before them. A ``subnet.json`` without layer kinds (written before
     mmdms recorded them) is read by its layer type names."""
+    drawn = [r for r in set(LAYER_RULES.values()) if r.searchable_weight]
     if 'kind' in layer:
-        return any(r.kind == layer['kind'] and r.searchable_weight for r in LAYER_RULES.values())
-    return any(t.__name__ == layer['type'] and r.searchable_weight
-               for rule_types, r in ((r.dms_ops, r) for r in LAYER_RULES.values())
-               for t in list(rule_types) + list(r.module_types))
+        return any(r.kind == layer['kind'] for r in drawn)
+    return any(t.__name__ == layer['type'] for r in drawn
+               for t in list(r.dms_ops) + list(r.module_types))
 
 
 def layer_widths(subnet: Dict) -> List[Tuple[str, int, int]]:

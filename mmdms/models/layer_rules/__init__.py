@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """One table of layer rules, one entry per layer type (see :mod:`.base`)."""
 from .base import (LAYER_RULES, LayerCall, LayerRule, MaskReader, SubnetError,
-                   channelwise_indices, dms_op_type, layer_channels, register_layer_rule,
+                   channelwise_indices, layer_channels, register_layer_rule,
                    replace_with_dms_op, rule_for, searchable_layers, select_param)
 from .batch_norm import (BatchNormRule, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatchNormXd,
                          DMSSyncBatchNorm)
@@ -13,7 +13,7 @@ from .pooling import AdaptiveAvgPoolRule
 
 __all__ = [
     'LAYER_RULES', 'LayerCall', 'LayerRule', 'MaskReader', 'SubnetError',
-    'channelwise_indices', 'dms_op_type', 'layer_channels', 'register_layer_rule',
+    'channelwise_indices', 'layer_channels', 'register_layer_rule',
     'replace_with_dms_op', 'rule_for', 'searchable_layers', 'select_param', 'BatchNormRule',
     'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSSyncBatchNorm', 'ConvRule',
     'DMSConv2d', 'DMSConv2dAdaptivePadding', 'DMSLayerNorm', 'GroupNormRule', 'LayerNormRule',

@@ -272,8 +272,3 @@ def replace_with_dms_op(model: nn.Module, name: str) -> nn.Module:
     setattr(parent, attr, new)
     return new
 
-
-def dms_op_type(layer: nn.Module) -> Optional[type]:
-    """The DMS op for ``layer``'s type (``None``: none)."""
-    rule = rule_for(layer)
-    return None if rule is None else rule.dms_op_for(layer)

@@ -133,15 +133,18 @@ class DMSResourceEstimator:
         return mutable.element_hard_mask()[index].double() if hard else \
             mutable.block_masks[index]
 
-    def call_macs(self, call: LayerCall, hard: bool = False):
+    def call_macs(self, call: LayerCall, hard: bool = False,
+                  reader: Optional[MaskReader] = None):
         """Expected multiply-adds of one recorded call, its block's depth mask aside."""
-        return call.rule.macs(call, call.rule.widths(call, self._reader(hard)))
+        reader = reader or self._reader(hard)
+        return call.rule.macs(call, call.rule.widths(call, reader))
 
     def macs(self, hard: bool = False) -> Tensor:
         """Expected multiply-adds per sample (exact with ``hard`` masks)."""
-        total = 0.
+        total, reader = 0., self._reader(hard)
         for call in self.calls:
-            total = total + self.call_macs(call, hard) * self._depth_weight(call.name, hard)
+            total = total + self.call_macs(call, hard, reader) * \
+                self._depth_weight(call.name, hard)
         return torch.as_tensor(total, dtype=self._dtype(hard))
 
     def _dtype(self, hard: bool) -> torch.dtype:
