@@ -23,11 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
+from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 from mmpretrain.models.utils.attention import MultiheadAttention
 
 from mmdms.models.architectures import PrunedMultiheadAttention
-from mmdms.models.layer_rules import (DMSInputMaskMixin, LayerCall, LayerRule, MaskReader,
-                                      mask_input_channels, register_layer_rule)
+from mmdms.models.layer_rules import (DMSInputMaskMixin, DMSLayerNorm, LayerCall, LayerRule,
+                                      MaskReader, mask_input_channels, register_layer_rule)
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.search_space import container_mask, mutable_mask, no_mask
 from mmdms.registry import ADAPTERS
@@ -156,7 +157,7 @@ class VisionTransformerAdapter(FamilyAdapter):
 
         consumers = [n for n, m in backbone.named_modules()
                      if isinstance(m, nn.LayerNorm) and m.normalized_shape[-1] == embed_dims]
-        widths, attentions, explicit = [], [], []
+        widths, attentions, explicit, linears_of_layer = [], [], [], []
         for i, layer in enumerate(backbone.layers):
             base = f'layers.{i}'
             attn = layer.attn
@@ -169,6 +170,7 @@ class VisionTransformerAdapter(FamilyAdapter):
                 raise TypeError(f"'{prefix}{base}.ffn' has {len(linears)} linear layers; the "
                                 'ViT search space expects 2')
             fc1, fc2 = (f'{base}.ffn.{n}' for n in linears)
+            linears_of_layer.append((f'{base}.attn.qkv', fc1))
             consumers.append(fc1)
             mlp = new('hidden', backbone.get_submodule(fc2).in_features)
             mask_input_channels(backbone, fc2, mlp)
@@ -190,6 +192,8 @@ class VisionTransformerAdapter(FamilyAdapter):
         embed = new('embed', embed_dims)
         for consumer in consumers:
             mask_input_channels(backbone, consumer, embed)
+        for i in range(len(backbone.layers)):
+            _fold_into_layer_norms(backbone, f'layers.{i}', linears_of_layer[i])
         for _, attn, heads, qk, v in attentions:  # after qkv became a DMS linear
             attn.set_dms_masks(heads, qk, v)
         embed_layers = ['patch_embed.projection'] + consumers
@@ -228,6 +232,35 @@ class VisionTransformerAdapter(FamilyAdapter):
             if isinstance(module, nn.Linear) and module.in_features == embed_dims:
                 return module_name
         return None
+
+
+def _fold_into_layer_norms(backbone: nn.Module, layer: str, readers: tuple) -> None:
+    """Let ``ln1`` and ``ln2`` of an encoder layer apply the embedding mask of ``qkv`` and ``fc1``.
+
+    ``TransformerEncoderLayer.forward`` is ``x + attn(ln1(x))`` then ``ffn(ln2(x), x)``: the
+    only reader of ``ln1`` is ``qkv``, of ``ln2`` the FFN's first linear. A
+    :class:`~mmdms.models.layer_rules.layer_norm.DMSLayerNorm` already multiplies its output by
+    the embedding mask (folded into its affine parameters), so the readers' own input mask would
+    apply it a second time: ``m^2`` at a soft mask instead of the paper's one ``m``, and a
+    weight-sized multiply and its backward per linear. The readers keep the mask in the search
+    space (it is their input width); only the forward skips it.
+    """
+    encoder = backbone.get_submodule(layer)
+    if type(encoder).forward is not TransformerEncoderLayer.forward:
+        return  # another forward may read the norms elsewhere
+    for norm_name, reader_name in zip(('ln1', 'ln2'), readers):
+        norm, reader = getattr(encoder, norm_name, None), backbone.get_submodule(reader_name)
+        mutable = _sole_mutable_of(norm)
+        if isinstance(norm, DMSLayerNorm) and isinstance(reader, DMSInputMaskMixin) and \
+                mutable is not None and mutable is _sole_mutable_of(reader):
+            reader.fold_input_mask = True
+
+
+def _sole_mutable_of(layer: nn.Module):
+    container = layer.get_mutable_attr('in_channels') if hasattr(layer, 'get_mutable_attr') \
+        else None
+    mutables = list(getattr(container, 'mutable_channels', {}).values())
+    return mutables[0] if len(mutables) == 1 else None
 
 
 def _record_containers(space, model: nn.Module, name: str) -> None:

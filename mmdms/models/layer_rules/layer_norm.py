@@ -7,12 +7,12 @@ by the soft mask, so that with hard masks it equals the pruned LayerNorm. MACs `
 """
 from typing import Optional, Sequence, Tuple
 
-import torch
 import torch.nn as nn
 from mmrazor.models.architectures.dynamic_ops import DynamicLayerNorm
 from mmrazor.registry import MODELS
 from torch import Tensor
 
+from mmdms.ops import masked_layer_norm
 from .base import (LayerCall, LayerRule, SubnetError, channelwise_indices, register_layer_rule,
                    select_param)
 
@@ -23,7 +23,8 @@ class DMSLayerNorm(DynamicLayerNorm):
 
     ``mu = sum(m x) / sum(m)``, ``var = sum(m (x - mu)^2) / sum(m)``; the output of a pruned
     feature is multiplied by its mask. With hard masks this is exactly the pruned LayerNorm on the
-    kept features (and 0 elsewhere).
+    kept features (and 0 elsewhere). :func:`mmdms.ops.masked_layer_norm` computes it, with its
+    backward written out.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -31,17 +32,8 @@ class DMSLayerNorm(DynamicLayerNorm):
         mask = getattr(container, 'soft_mask', None)
         if mask is None:
             return nn.LayerNorm.forward(self, x)
-        mask = mask.to(x.dtype)
-        total = mask.sum()
-        # the mask-weighted sums as matrix-vector products (no masked copy of x), and the
-        # output mask folded into the affine parameters: (x - mu) * rstd * (w m) + b m
-        mean = torch.matmul(x, mask).unsqueeze(-1) / total
-        diff = x - mean
-        var = torch.matmul(diff * diff, mask).unsqueeze(-1) / total
-        out = diff * torch.rsqrt(var + self.eps)
-        if self.elementwise_affine and self.bias is not None:
-            return torch.addcmul(self.bias * mask, out, self.weight * mask)
-        return out * (self.weight * mask if self.elementwise_affine else mask)
+        weight, bias = (self.weight, self.bias) if self.elementwise_affine else (None, None)
+        return masked_layer_norm(x, mask.to(x.dtype), weight, bias, self.eps)
 
 
 class NormRule(LayerRule):

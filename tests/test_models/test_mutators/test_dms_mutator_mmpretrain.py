@@ -8,6 +8,7 @@ from mmpretrain import get_model
 from mmrazor.registry import MODELS
 
 from mmdms.models.adapters.vision_transformer import DMSMultiheadAttention
+from mmdms.ops.masked_layer_norm import masked_layer_norm_reference
 from dms_test_utils import assert_hard_ones_reproduce, last_output
 
 SIZE = 64  # small inputs keep the suite fast; the structure does not depend on them
@@ -85,3 +86,28 @@ def test_deit_attention_masks_match_a_smaller_attention():
         out[:, 2] = 0
         expected = ref_attn.proj(out.transpose(1, 2).reshape(B, N, 192))
         assert torch.allclose(attn(x), expected, atol=1e-6)
+
+
+def test_deit_embedding_mask_is_applied_once_before_qkv_and_fc1():
+    """ln1 and ln2 mask their output with the embedding mask; qkv and the FFN's first linear
+    read it as it is (one ``m`` at a soft mask, as the paper's ``layer(m x)``, not ``m^2``)."""
+    model, _, mutator = prepare('deit-tiny_4xb256_in1k')
+    layer = model.backbone.layers[0]
+    embed = mutator.space.widths['backbone.embed'].mutable
+    embed.importance.copy_(torch.randn(192))
+    embed.current_choice = 120  # a soft mask with values strictly between 0 and 1
+    mask = embed.soft_mask.detach()
+    assert ((mask > 0.01) & (mask < 0.99)).any()
+    x = torch.randn(2, 5, 192)
+    with torch.no_grad():
+        expected_ln1 = masked_layer_norm_reference(x, mask, layer.ln1.weight, layer.ln1.bias,
+                                                   layer.ln1.eps)
+        torch.testing.assert_close(layer.ln1(x), expected_ln1)
+        qkv_mask = layer.attn.qkv.output_soft_mask().detach()
+        expected_qkv = torch.nn.functional.linear(
+            expected_ln1, layer.attn.qkv.weight * qkv_mask[:, None], layer.attn.qkv.bias * qkv_mask)
+        torch.testing.assert_close(layer.attn.qkv(layer.ln1(x)), expected_qkv)
+        fc1 = layer.ffn.layers[0][0]
+        ln2 = layer.ln2(x)
+        torch.testing.assert_close(fc1(ln2), torch.nn.functional.linear(ln2, fc1.weight,
+                                                                        fc1.bias))
