@@ -22,11 +22,23 @@ The two steps alternate in one process; each figure is the median of ``--repeats
 images and labels; YOLOv8: random images with two boxes each, at ``--yolo-size``). The per-phase
 times come from timers wrapped around the estimator, ``optim_wrapper.backward`` / ``step`` /
 ``zero_grad`` and the hooks of the same steps; ``forward`` is the rest of ``train_step`` (data
-preprocessing, forward, loss parsing). Prints markdown tables.
+preprocessing, forward, loss parsing).
+
+**Forward + backward alone** (the optimiser, the hooks and ``zero_grad`` excluded) is measured
+in its own alternating loop: data preprocessing, the loss (for DMS with ``loss_resource``, so
+the estimator is in), ``backward``; the gradients are dropped outside the timed region.
+
+**Peak memory** (``--memory``): the script runs itself again with glibc's
+``MALLOC_MMAP_THRESHOLD_`` at 128 KiB, so that every activation-sized tensor is its own mapping,
+returned to the system when freed; the peak resident set of a step (``VmHWM``, reset through
+``/proc/self/clear_refs`` before it) minus the resident set when it starts is then the step's
+own peak. Linux only. Prints markdown tables.
 """
 import argparse
 import copy
+import os
 import os.path as osp
+import sys
 import statistics
 import time
 from collections import defaultdict
@@ -43,6 +55,8 @@ from mmdms.apis import build_architecture, build_search_model, load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = ['resnet50', 'deit_tiny', 'effnet_b0', 'mobilenet_v2', 'yolov8_n']
+#: glibc's threshold above which an allocation is its own mapping (``--memory``)
+MMAP_THRESHOLD = 128 * 1024
 SUPERNETS = dict(resnet50='ResNet-152', deit_tiny='DeiT-S, 16 layers',
                  effnet_b0='EfficientNet-B4', mobilenet_v2='MobileNetV2 1.5x wide, 2x deep',
                  yolov8_n='YOLOv8 d0.5 w0.5')
@@ -177,6 +191,21 @@ class Case:
         self.plain.train_step(self.data, self.plain_optim)
         return self._phases(since(start))
 
+    def forward_backward(self, dms: bool) -> tuple:
+        """(wall, CPU) of data preprocessing, the loss and its backward alone."""
+        model, optim = (self.dms, self.dms_optim) if dms else (self.plain, self.plain_optim)
+        start = now()
+        data = model.data_preprocessor(self.data, True)
+        loss, _ = model.parse_losses(model._run_forward(data, mode='loss'))
+        loss.backward()
+        elapsed = since(start)
+        self.timer.pop()  # the estimator's timers ran inside; they belong to no step here
+        model.zero_grad(set_to_none=True)
+        if dms:  # drop the statistics this backward recorded, as after an importance update
+            for mutable in model.dms_mutables():
+                mutable.pop_mask_grad_statistic()
+        return elapsed
+
     def _phases(self, total: tuple) -> dict:
         """Per phase: (wall, CPU); ``forward`` is the rest of the step."""
         phases = self.timer.pop()
@@ -201,11 +230,56 @@ class Case:
         return tuple(statistics.median(t[i] for t in times) for i in range(2))
 
 
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def peak_memory_mib(fn) -> float:
+    """The peak resident set while ``fn()`` runs, above the resident set when it starts."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # resets VmHWM to the current resident set
+    start = _status_kib('VmRSS')
+    fn()
+    return (_status_kib('VmHWM') - start) / 1024
+
+
+def measure_memory(args) -> None:
+    print('Peak memory above the resident set at the start of the step (MiB), median of '
+          f'{args.repeats} steps after one warm-up step each; glibc MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}\n')
+    print('| config (supernet) | input | plain step | DMS step | DMS / plain | plain fwd+bwd | '
+          'DMS fwd+bwd | DMS / plain |')
+    print('|---|---|---|---|---|---|---|---|')
+    for name in args.models:
+        yolo = name.startswith('yolov8')
+        size = args.yolo_size if yolo else args.size
+        case = Case(name, args.batch, size, trace_size=None if yolo else size,
+                    cfg_options=args.cfg_options)
+        runs = dict(plain=case.plain_step, dms=case.dms_step,
+                    plain_fb=lambda: case.forward_backward(False),
+                    dms_fb=lambda: case.forward_backward(True))
+        peaks = {k: [] for k in runs}
+        for i in range(args.repeats + 1):
+            for key, fn in runs.items():
+                peak = peak_memory_mib(fn)
+                if i:
+                    peaks[key].append(peak)
+        m = {k: statistics.median(v) for k, v in peaks.items()}
+        print(f'| `{name}.py` ({SUPERNETS[name]}) | {args.batch}×3×{size}² | {m["plain"]:.0f} | '
+              f'{m["dms"]:.0f} | {m["dms"] / m["plain"]:.2f}× | {m["plain_fb"]:.0f} | '
+              f'{m["dms_fb"]:.0f} | {m["dms_fb"] / m["plain_fb"]:.2f}× |', flush=True)
+        del case
+
+
 #: Phases timed by wrappers; ``forward`` is the step minus these.
 TIMED_PHASES = ('estimator soft', 'estimator hard', 'backward', 'step', 'zero_grad',
                 'importance update', 'ResourceLossHook logging')
 PHASES = ('forward', 'estimator soft', 'estimator hard', 'backward', 'estimator soft backward',
-          'step', 'zero_grad', 'importance update', 'ResourceLossHook logging', 'total')
+          'step', 'zero_grad', 'importance update', 'ResourceLossHook logging', 'total',
+          'forward + backward alone')
 
 
 def median_phases(steps: list) -> dict:
@@ -216,8 +290,7 @@ def median_phases(steps: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--models', nargs='+', default=['resnet50', 'deit_tiny', 'effnet_b0',
-                                                        'yolov8_n'], choices=MODELS)
+    parser.add_argument('--models', nargs='+', default=MODELS, choices=MODELS)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--yolo-size', type=int, default=320)
@@ -228,7 +301,15 @@ def main() -> None:
                         'model.mutator.fold_norm_masks=False')
     parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
                         help='the clock of the per-phase table (the summary shows both)')
+    parser.add_argument('--memory', action='store_true',
+                        help='measure the peak memory of the steps instead of their time')
     args = parser.parse_args()
+    if args.memory:
+        if os.environ.get('MALLOC_MMAP_THRESHOLD_') != str(MMAP_THRESHOLD):
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+            os.execve(sys.executable, [sys.executable] + sys.argv, env)
+        measure_memory(args)
+        return
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; '
           f'median of {args.repeats} steps after {args.warmup} warm-up steps, alternating '
           f'DMS and plain')
@@ -240,28 +321,43 @@ def main() -> None:
         # its target; it trains on --yolo-size images
         case = Case(name, args.batch, size, trace_size=None if yolo else size,
                     cfg_options=args.cfg_options)
-        dms_steps, plain_steps = [], []
+        dms_steps, plain_steps, dms_fb, plain_fb = [], [], [], []
         for i in range(args.warmup + args.repeats):
             d, p = case.dms_step(), case.plain_step()
             if i >= args.warmup:
                 dms_steps.append(d)
                 plain_steps.append(p)
+        for i in range(args.warmup + args.repeats):
+            d, p = case.forward_backward(True), case.forward_backward(False)
+            if i >= args.warmup:
+                dms_fb.append(d)
+                plain_fb.append(p)
         dms, plain = median_phases(dms_steps), median_phases(plain_steps)
+        dms['forward + backward alone'] = tuple(statistics.median(t[i] for t in dms_fb)
+                                                for i in range(2))
+        plain['forward + backward alone'] = tuple(statistics.median(t[i] for t in plain_fb)
+                                                  for i in range(2))
         dms['estimator soft backward'] = case.estimator_backward(args.repeats)
         positive = sum(case.resource_positive[args.warmup:])
         results.append((name, size, dms, plain, positive, args.repeats))
+        fb_d, fb_p = dms['forward + backward alone'], plain['forward + backward alone']
         print(f'{name}: DMS {dms["total"][0]:.3f} s, plain {plain["total"][0]:.3f} s, ratio '
               f'{dms["total"][0] / plain["total"][0]:.3f} (CPU time: '
-              f'{dms["total"][1] / plain["total"][1]:.3f})', flush=True)
+              f'{dms["total"][1] / plain["total"][1]:.3f}); forward + backward alone: ratio '
+              f'{fb_d[0] / fb_p[0]:.3f} (CPU time: {fb_d[1] / fb_p[1]:.3f})', flush=True)
         del case
 
     print('\n| config (supernet) | input | plain step (s) | DMS step (s) | DMS / plain | '
-          'CPU time: plain / DMS (s) | CPU time DMS / plain |')
-    print('|---|---|---|---|---|---|---|')
+          'CPU time DMS / plain | fwd+bwd alone: plain / DMS (s) | DMS / plain | '
+          'CPU time DMS / plain |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for name, size, dms, plain, _, _ in results:
         (pw, pc), (dw, dc) = plain['total'], dms['total']
+        (fpw, fpc), (fdw, fdc) = plain['forward + backward alone'], \
+            dms['forward + backward alone']
         print(f'| `{name}.py` ({SUPERNETS[name]}) | {args.batch}×3×{size}² | {pw:.2f} | '
-              f'{dw:.2f} | **{dw / pw:.3f}×** | {pc:.2f} / {dc:.2f} | {dc / pc:.3f}× |')
+              f'{dw:.2f} | **{dw / pw:.3f}×** | {dc / pc:.3f}× | {fpw:.2f} / {fdw:.2f} | '
+              f'**{fdw / fpw:.3f}×** | {fdc / fpc:.3f}× |')
     index = 0 if args.clock == 'wall' else 1
     print(f'\nPer phase, median {args.clock} ms, plain / DMS ("estimator soft backward" is timed '
           'alone and is part of the DMS "backward"):\n')
