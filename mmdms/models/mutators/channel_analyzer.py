@@ -42,7 +42,7 @@ from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
 from mmdms.models.layer_rules import LAYER_RULES
-from .norm_folding import norm_act_conv_chains
+from .norm_folding import norm_streams
 from .trace_forwards import install_trace_forwards
 
 _SPLIT_METHODS = ('split', 'chunk')
@@ -277,8 +277,8 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         install_trace_forwards(model)
         fx_graph = self._fx_trace(model)
         fx_graph.owning_module = model
-        #: ``{conv: batchnorm}`` whose conv input mask the BatchNorm can apply (DMSMutator).
-        self.norm_chains = norm_act_conv_chains(fx_graph, model)
+        #: The streams whose readers' input masks their BatchNorms can apply (DMSMutator).
+        self.norm_streams = norm_streams(fx_graph, model)
         base_graph = parse_fx_graph(fx_graph, shape_only_nodes(fx_graph))
         module_graph = FxTracerToGraphConverter(base_graph, model).graph
         module_graph._model = model

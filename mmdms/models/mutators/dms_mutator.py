@@ -120,7 +120,7 @@ class DMSMutator(ChannelMutator):
             self._prepare_traced_widths(supernet, analyzer, leaves)
             if self.fold_norm_masks:
                 self.space.folded_convs = fold_masks_into_norms(
-                    supernet, getattr(analyzer, 'norm_chains', {}))
+                    supernet, getattr(analyzer, 'norm_streams', []))
             for name, adapter in built:
                 self._build_adapter_space(supernet, name, adapter)
         if self.search_depth:

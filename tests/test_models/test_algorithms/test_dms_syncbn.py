@@ -30,12 +30,14 @@ def syncbn_search_model():
 
 def test_syncbn_keeps_the_masks_on_the_convs():
     """A folded mask would run SyncBatchNorm as a local BatchNorm: no SyncBN layer folds, while
-    the same supernet with BatchNorm folds conv2 of each of its 16 blocks."""
+    the same supernet with BatchNorm folds conv2 of each of its 16 blocks and the 20 readers of
+    its stem and of its residual streams (conv1 of each block, the downsample convs, the
+    classifier)."""
     model = syncbn_search_model()
     assert model.mutator.folded_convs == []
     assert not any(getattr(m, 'fold_output_mask', False) for m in model.modules())
     torch.manual_seed(0)
-    assert len(build_search_model(DIGITS).mutator.folded_convs) == 16
+    assert len(build_search_model(DIGITS).mutator.folded_convs) == 16 + 20
 
 
 def search_steps(model, wrapper=None, steps=3):

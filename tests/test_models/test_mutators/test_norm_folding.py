@@ -1,6 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Width masks applied by BatchNorm's affine parameters: which convs qualify, and the folded
-model computes the same outputs, ratio gradients and Taylor statistics as the unfolded one."""
+"""Width masks applied by BatchNorm's affine parameters: which convs qualify (single chains and
+residual streams), and the folded model computes the same outputs, ratio gradients and Taylor
+statistics as the unfolded one."""
 import copy
 
 import pytest
@@ -10,19 +11,21 @@ import torch.nn as nn
 from mmrazor.registry import MODELS
 
 import mmdms  # noqa: F401
-from mmdms.models.mutators.norm_folding import norm_act_conv_chains
+from mmdms.models.mutators.norm_folding import norm_streams
 
 
 class Chains(nn.Module):
-    """Each branch ends in a conv reading ``act(bn(...))`` of one kind."""
+    """Each branch ends in a conv reading ``act(bn(...))`` of one kind, then a residual stream."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 1)
-        self.bn = nn.ModuleList(nn.BatchNorm2d(8) for _ in range(6))
-        self.conv = nn.ModuleList(nn.Conv2d(8, 8, 1) for _ in range(6))
+        self.bn = nn.ModuleList(nn.BatchNorm2d(8) for _ in range(10))
+        self.conv = nn.ModuleList(nn.Conv2d(8, 8, 1) for _ in range(10))
         self.other = nn.Conv2d(8, 8, 1)
         self.relu, self.silu, self.relu6 = nn.ReLU(inplace=True), nn.SiLU(), nn.ReLU6()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
         x = self.stem(x)
@@ -33,16 +36,23 @@ class Chains(nn.Module):
             self.conv[3](self.silu(self.bn[3](x))),           # SiLU(m y) != m SiLU(y)
             self.conv[4](self.relu6(self.bn[4](x))),          # ReLU6 saturates: not homogeneous
         ]
-        shared = self.relu(self.bn[5](x))                     # read by two layers
+        shared = self.relu(self.bn[5](x))                     # read by two convs: folds
         outs += [self.conv[5](shared), self.other(shared)]
-        return sum(outs)
+        # a residual stream: two BatchNorms summed, read by a conv and, pooled, by a linear
+        stream = self.relu(self.bn[6](x) + self.bn[7](x))
+        stream = self.relu(stream + self.bn[8](self.conv[6](stream)))
+        outs.append(self.conv[7](stream))
+        # a stream that is also scaled by a constant: a sum with a non-stream tensor, refused
+        outs.append(self.conv[8](self.relu(self.bn[9](x) + x)))
+        return sum(o.mean() for o in outs) + self.fc(self.pool(stream).flatten(1)).sum()
 
 
-def test_chains_are_the_positively_homogeneous_single_reader_ones():
+def test_streams_are_the_positively_homogeneous_ones_read_by_convs_and_linears_only():
     model = Chains()
     graph = torch.fx.symbolic_trace(model).graph
-    assert norm_act_conv_chains(graph, model) == {
-        'conv.0': 'bn.0', 'conv.1': 'bn.1', 'conv.2': 'bn.2'}
+    assert sorted(norm_streams(graph, model)) == [
+        (['bn.0'], ['conv.0']), (['bn.1'], ['conv.1']), (['bn.2'], ['conv.2']),
+        (['bn.5'], ['conv.5', 'other']), (['bn.6', 'bn.7', 'bn.8'], ['conv.6', 'conv.7', 'fc'])]
 
 
 def _prepared_pair(model, input_shape):
@@ -80,6 +90,20 @@ def float64():
     torch.set_default_dtype(before)
 
 
+def _assert_same_step(folded, folding, plain, not_folding, x):
+    (y1, grads1, stats1), (y2, grads2, stats2) = _step(folded, folding, x), \
+        _step(plain, not_folding, x)
+    assert (y1 - y2).abs().max() <= 1e-10 * y2.abs().max()
+    # the soft masks are float32 (from the float32 importance buffers), so their gradients, and
+    # the ratios' and statistics' computed from them, agree to float32 rounding: the folded
+    # model sums the same terms in another order
+    grads1, grads2 = torch.stack(grads1), torch.stack(grads2)
+    assert (grads1 - grads2).abs().max() <= 1e-6 * grads2.abs().max()
+    assert all(s is not None for s in stats1)
+    for a, b in zip(stats1, stats2):
+        assert (a - b).abs().max() <= 1e-6 * b.abs().max()
+
+
 def test_resnet_bottlenecks_fold_conv2_and_conv3_and_compute_the_same(float64):
     """mmpretrain's ResNet-50 (masks, weights, inputs) in float64, where rounding cannot hide
     a difference."""
@@ -88,34 +112,35 @@ def test_resnet_bottlenecks_fold_conv2_and_conv3_and_compute_the_same(float64):
     model = get_model('resnet50_8xb32_in1k', pretrained=False)
     (folded, folding), (plain, not_folding) = _prepared_pair(model, (1, 3, 64, 64))
     assert not_folding.folded_convs == []
-    assert len(folding.folded_convs) == 32  # conv2 and conv3 of each of the 16 bottlenecks
-    assert all(n.endswith(('.conv2', '.conv3')) for n in folding.folded_convs)
+    # conv2 and conv3 of each of the 16 bottlenecks (one BatchNorm each), and the readers of
+    # the stem and of the four residual streams: 16 conv1, 4 downsample convs and the classifier
+    assert len(folding.folded_convs) == 32 + 21
     modules = dict(folded.named_modules())
     assert modules['backbone.layer1.0.conv2'].fold_input_mask
     assert modules['backbone.layer1.0.bn1'].fold_output_mask
-    assert not modules['backbone.layer1.0.conv1'].fold_input_mask  # reads the residual stream
+    assert modules['backbone.layer1.1.conv1'].fold_input_mask  # reads the residual stream
+    assert modules['backbone.layer1.0.bn3'].fold_output_mask
+    assert modules['backbone.layer1.0.downsample.1'].fold_output_mask
+    assert modules['head.fc'].fold_input_mask
     assert 'conv input mask(s) applied by their BatchNorm' in folding.summary()
 
     # train-mode BatchNorm over few values amplifies rounding: 4 images of 64 px
-    x = torch.randn(4, 3, 64, 64, dtype=torch.float64)
-    (y1, grads1, stats1), (y2, grads2, stats2) = _step(folded, folding, x), \
-        _step(plain, not_folding, x)
-    assert (y1 - y2).abs().max() <= 1e-10 * y2.abs().max()
-    grads1, grads2 = torch.stack(grads1), torch.stack(grads2)
-    assert (grads1 - grads2).abs().max() <= 1e-9 * grads2.abs().max()
-    assert all(s is not None for s in stats1)
-    for a, b in zip(stats1, stats2):
-        assert (a - b).abs().max() <= 1e-9 * b.abs().max()
+    _assert_same_step(folded, folding, plain, not_folding, torch.randn(4, 3, 64, 64))
     # running statistics move the same way
     torch.testing.assert_close(modules['backbone.layer1.0.bn1'].running_var,
                                dict(plain.named_modules())['backbone.layer1.0.bn1'].running_var)
 
 
-def test_swish_networks_keep_their_masks_on_the_convs():
-    """EfficientNet's Swish is not positively homogeneous: only the two convs that read a
-    BatchNorm without activation (a block output with no shortcut) fold."""
+def test_swish_networks_fold_only_their_residual_streams(float64):
+    """EfficientNet's Swish is not positively homogeneous: what folds is the streams of its
+    stages (the project convs' BatchNorms, no activation, summed with the shortcut) and the one
+    block output without a shortcut that a conv reads; every Swish-fed conv keeps its mask."""
     from mmpretrain import get_model
+    torch.manual_seed(0)
     model = get_model('efficientnet-b0_3rdparty_8xb32_in1k', pretrained=False)
-    (folded, folding), _ = _prepared_pair(model, (1, 3, 32, 32))
-    assert sorted(folding.folded_convs) == ['backbone.layers.2.0.expand_conv.conv',
-                                            'backbone.layers.6.conv']
+    (folded, folding), (plain, not_folding) = _prepared_pair(model, (1, 3, 32, 32))
+    expand = {2: (0, 1), 3: (0, 1), 4: range(6), 5: range(5)}
+    assert sorted(folding.folded_convs) == sorted(
+        [f'backbone.layers.{s}.{b}.expand_conv.conv' for s, blocks in expand.items()
+         for b in blocks] + ['backbone.layers.6.conv'])
+    _assert_same_step(folded, folding, plain, not_folding, torch.randn(4, 3, 32, 32))
