@@ -87,6 +87,13 @@ class HFCausalLM(BaseModel):
         """The ``transformers`` config of the wrapped model."""
         return self.model.config
 
+    def random_inputs(self, shape, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Token ids of ``shape`` ``(B, N)``, uniform over the vocabulary: the input of the
+        export's output check (:func:`mmdms.apis.export.check_input`)."""
+        device = next(self.model.parameters()).device
+        ids = torch.randint(0, self.hf_config.vocab_size, tuple(shape), generator=generator)
+        return ids.to(device)
+
     def logits(self, inputs: Tensor) -> Tensor:
         """The logits ``(B, N, vocab)`` of token ids ``(B, N)``.
 
