@@ -193,9 +193,10 @@ class DMSMutator(ChannelMutator):
         """Let ``adapter`` build module ``name``'s widths; own the mutables it made."""
         before = set(self.space.widths)
         adapter.build_space(model, name, self.space, dict(self.unit_default_args))
+        device = next(model.parameters()).device  # as the traced units and the depths
         for key, group in self.space.widths.items():
             if key not in before:
-                self.structured_mutables[key.replace('.', '__')] = group.mutable
+                self.structured_mutables[key.replace('.', '__')] = group.mutable.to(device)
 
     def _demo_forward(self, model: nn.Module, analyzer) -> None:
         inputs = analyzer.demo_input.get_data(model)
