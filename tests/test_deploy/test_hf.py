@@ -6,6 +6,8 @@ have subnet.json's parameter count; tied embeddings stay tied."""
 import json
 import os
 import os.path as osp
+import runpy
+import sys
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ transformers = pytest.importorskip('transformers')
 
 from mmrazor.registry import MODELS  # noqa: E402
 
+from dms_test_utils import randomize_structure  # noqa: E402
+from mmdms.apis import build_search_model, export_subnet, load_config  # noqa: E402
 from mmdms.deploy import DeployError  # noqa: E402
 from mmdms.deploy.hf import save_hf_model  # noqa: E402
 from mmdms.models import DMS, DMSSubnet  # noqa: E402
@@ -21,6 +25,8 @@ from mmdms.structures import subnet_from_algorithm  # noqa: E402
 
 VOCAB, HIDDEN, HEADS, FFN, LAYERS, TOKENS = 64, 32, 4, 48, 3, 8
 HEAD_DIM = HIDDEN // HEADS
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+LLAMA_7B = osp.join(REPO, 'configs', 'dms', 'llama_7b.py')
 
 
 def llama(kv_heads, **extra):
@@ -150,3 +156,34 @@ def test_tied_embeddings_stay_tied_and_are_counted_once(tmp_path):
     assert loaded.num_parameters() == by_hand
     ids = torch.randint(0, VOCAB, (2, TOKENS))
     assert torch.allclose(logits_of(loaded.eval(), ids), masked_logits(search, ids), atol=1e-4)
+
+
+def test_export_subnet_then_the_tool(tmp_path, monkeypatch):
+    """configs/dms/llama_7b.py on a tiny random Llama: export_subnet's output check runs on
+    token ids, then tools/deploy/export_hf.py writes a directory that computes the hard-masked
+    search model's logits."""
+    options = {'model.architecture.pretrained_path': None,
+               'model.architecture.config': llama(2)['config'],
+               'model.architecture.from_pretrained_kwargs': None,
+               'model.mutator.parse_cfg.demo_input': (1, TOKENS)}
+    torch.manual_seed(0)
+    search = randomize_structure(build_search_model(load_config(LLAMA_7B, options)), seed=3)
+    checkpoint = str(tmp_path / 'search.pth')
+    torch.save(dict(state_dict=search.state_dict()), checkpoint)
+    subnet_dir = str(tmp_path / 'subnet')
+    result = export_subnet(LLAMA_7B, checkpoint, subnet_dir, cfg_options=options)
+    assert result['input_shape'] == [1, TOKENS] and result['max_rel_output_diff'] <= 1e-4
+
+    monkeypatch.setattr(sys, 'argv', ['export_hf.py', subnet_dir])
+    runpy.run_path(osp.join(REPO, 'tools', 'deploy', 'export_hf.py'), run_name='__main__')
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        osp.join(subnet_dir, 'hf'), trust_remote_code=True).eval()
+    for mutable in search.dms_mutables():
+        mutable.fix_chosen()
+    ids = torch.randint(0, VOCAB, (2, TOKENS))
+    assert torch.allclose(logits_of(loaded, ids), masked_logits(search.eval(), ids), atol=1e-4)
+    assert loaded.num_parameters() == result['params']
+
+    monkeypatch.setattr(sys, 'argv', ['export_hf.py', subnet_dir])  # exists: needs --force
+    with pytest.raises(SystemExit, match='export_hf.py: error: .*--force'):
+        runpy.run_path(osp.join(REPO, 'tools', 'deploy', 'export_hf.py'), run_name='__main__')

@@ -116,6 +116,13 @@ class HFCausalLM(BaseModel):
             if init_device == 'meta':
                 _shape_only_rotary_embeddings(self.model)
         else:
+            if not osp.isdir(pretrained_path):
+                raise FileNotFoundError(
+                    f"HFCausalLM: pretrained_path '{pretrained_path}' is not a local "
+                    'directory; pass the directory of a Hugging Face checkpoint (nothing is '
+                    'downloaded; a config may read it from an environment variable, as '
+                    'configs/dms/llama_7b.py reads $LLAMA_PATH, or take it from --cfg-options '
+                    'model.architecture.pretrained_path=DIR)')
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
                 pretrained_path, **kwargs)
         self.ignore_index = ignore_index
