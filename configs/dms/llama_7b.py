@@ -6,7 +6,8 @@
 #       bash tools/dist_train.sh configs/dms/llama_7b.py 8
 # or --cfg-options model.architecture.pretrained_path=DIR train_dataloader.dataset.data_root=...
 # Export: tools/export_subnet.py, then tools/deploy/export_hf.py SUBNET_DIR (Hugging Face
-# directory; --uniform only if every layer kept the same widths).
+# directory; --uniform, a plain LlamaForCausalLM, needs the same widths in every layer: search
+# with --cfg-options model.mutator.adapter_args.LlamaForCausalLMAdapter.tie_layer_widths=True).
 #
 # Differences from the paper: it searches on Alpaca with the unpruned model distilling the
 # pruned one; here the search reads plain text files (TextBlockDataset over LLM_DATA, default
@@ -26,7 +27,10 @@ architecture = dict(
     _scope_='mmrazor',
     type='HFCausalLM',
     pretrained_path=llama_path,
-    from_pretrained_kwargs=dict(torch_dtype='bfloat16'))
+    # float32 master weights, bfloat16 autocast (AmpOptimWrapper below): bfloat16 weights
+    # would lose AdamW's small updates. ~108 GB per rank (weights, gradients, AdamW states)
+    # without sharding: a 141 GB GPU per rank, or an FSDP strategy (not tried).
+    from_pretrained_kwargs=dict(torch_dtype='float32'))
 mutator = dict(
     type='DMSMutator',
     search_depth=False,
@@ -37,6 +41,7 @@ model = dict(_scope_='mmrazor', type='DMS', architecture=architecture, mutator=m
 
 # 6.74B -> 5.47B parameters (Table 7), the target decaying by Eq. 10, then width search to it
 search_iters = 2000
+lr = 1e-5
 lr_structure = 5e-3
 custom_hooks = [
     dict(type='DMSImportanceHook'),
@@ -66,10 +71,10 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='AmpOptimWrapper', dtype='bfloat16',
-    optimizer=dict(type='AdamW', lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0),
+    optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.95), weight_decay=0.0),
     clip_grad=dict(max_norm=1.0),
     paramwise_cfg=dict(custom_keys={
-        'dms_ratio': dict(lr_mult=lr_structure / 1e-5, decay_mult=0.0)}))
+        'dms_ratio': dict(lr_mult=lr_structure / lr, decay_mult=0.0)}))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100)]
 train_cfg = dict(by_epoch=False, max_iters=search_iters, val_interval=search_iters)
 val_cfg = dict()

@@ -106,7 +106,9 @@ def hf_config(causal_lm: nn.Module, uniform: bool = False):
                 'A plain LlamaForCausalLM needs the same widths in every decoder layer; the '
                 'kept layers have (attention heads, key/value heads, FFN width) '
                 f'{distinct}. Export with per-layer widths (no --uniform: the directory loads '
-                'with trust_remote_code=True), or search with widths tied across layers')
+                'with trust_remote_code=True), or search with the widths tied across layers: '
+                'DMSMutator(adapter_args=dict(LlamaForCausalLMAdapter=dict('
+                'tie_layer_widths=True)))')
         return transformers.LlamaConfig(**base, **kept[0],
                                         architectures=['LlamaForCausalLM'])
     from .hf_llama.configuration_mmdms_llama import MMDMSLlamaConfig

@@ -127,6 +127,38 @@ def test_uniform_widths_load_as_plain_llama(kv_heads, tmp_path):
     assert loaded.num_parameters() == subnet['params']
 
 
+def test_search_with_tied_layer_widths_exports_a_plain_llama(tmp_path):
+    torch.manual_seed(0)
+    search = DMS(llama(2), mutator=dict(
+        type='DMSMutator',
+        parse_cfg=dict(type='ChannelAnalyzer', demo_input=(1, TOKENS), tracer_type='FxTracer'),
+        adapter_args=dict(LlamaForCausalLMAdapter=dict(tie_layer_widths=True))))
+    kept = {'model.model.layers.self_attn.heads': 1, 'model.model.layers.mlp.hidden': 29}
+    for key, group in search.space.widths.items():
+        group.mutable.importance.copy_(torch.rand(group.mutable.num_elements))
+        group.mutable.set_kept(kept[key])
+        group.mutable.fix_chosen()
+    stage, = search.space.stages.values()
+    stage.mutable.importance.copy_(torch.tensor([3., 1., 2.]))
+    stage.mutable.set_kept(2)
+    stage.mutable.fix_chosen()
+    subnet = subnet_from_algorithm(search)
+    architecture = MODELS.build(llama(2))
+    architecture.load_state_dict(search.architecture.state_dict())
+    static = DMSSubnet(architecture, subnet).eval()
+
+    out = str(tmp_path / 'hf')
+    save_hf_model(static, out, uniform=True, params=subnet['params'])
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
+    assert type(loaded) is transformers.LlamaForCausalLM
+    assert (loaded.config.num_hidden_layers, loaded.config.num_key_value_heads,
+            loaded.config.intermediate_size) == (2, 1, 29)
+    ids = torch.randint(0, VOCAB, (2, TOKENS))
+    assert torch.allclose(logits_of(loaded.eval(), ids), masked_logits(search.eval(), ids),
+                          atol=1e-4)
+    assert loaded.num_parameters() == subnet['params']
+
+
 def test_uniform_export_refuses_different_widths(tmp_path):
     _, _, static = pruned(2, (1, 2, 2), (30, 30, 30), removed=())
     out = tmp_path / 'hf'

@@ -58,6 +58,8 @@ class DMSMutator(ChannelMutator):
         allow_empty_stage (bool): allow a stage to lose all its blocks. Defaults to False.
         leaf_modules (Sequence[str]): import paths of module types the tracer must not enter
             (their channels are then left unsearched); the way out for an untraceable module.
+        adapter_args (dict, optional): options of family adapters' ``build_space``, by adapter
+            class name, e.g. ``dict(LlamaForCausalLMAdapter=dict(tie_layer_widths=True))``.
         fold_norm_masks (bool): where a conv's input channels are ``act(bn(y))`` read by that
             conv alone, with ``act`` ReLU-like, let the BatchNorm's affine parameters apply the
             mask instead of the conv (same function, less work; see
@@ -78,6 +80,7 @@ class DMSMutator(ChannelMutator):
                  allow_empty_stage: bool = False,
                  leaf_modules: Sequence[str] = (),
                  fold_norm_masks: bool = True,
+                 adapter_args: Optional[Dict[str, Dict]] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         channel_unit_cfg = dict(channel_unit_cfg)
         channel_unit_cfg.setdefault('type', 'DMSChannelUnit')
@@ -106,6 +109,7 @@ class DMSMutator(ChannelMutator):
         self.structured_mutables = nn.ModuleDict()
         self._depth_hooks: list = []
         self.fold_norm_masks = fold_norm_masks
+        self.adapter_args = {k: dict(v) for k, v in (adapter_args or {}).items()}
 
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
@@ -115,6 +119,12 @@ class DMSMutator(ChannelMutator):
         built = [(name, adapter) for name, adapter in
                  ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
                  if adapter is not None] if self.search_width else []
+        unknown = set(self.adapter_args) - {type(a).__name__ for _, a in built}
+        if unknown:
+            raise ValueError(
+                f'DMSMutator adapter_args names {sorted(unknown)}, but the adapters that build '
+                f'this model\'s space are {sorted({type(a).__name__ for _, a in built})}'
+                f'{"" if self.search_width else " (none: search_width=False)"}')
         if self.search_width:
             leaves = tuple(type(supernet.get_submodule(n)) for n, _ in built)
             self._prepare_traced_widths(supernet, analyzer, leaves)
@@ -192,7 +202,8 @@ class DMSMutator(ChannelMutator):
     def _build_adapter_space(self, model: nn.Module, name: str, adapter) -> None:
         """Let ``adapter`` build module ``name``'s widths; own the mutables it made."""
         before = set(self.space.widths)
-        adapter.build_space(model, name, self.space, dict(self.unit_default_args))
+        adapter.build_space(model, name, self.space, dict(self.unit_default_args),
+                            **self.adapter_args.get(type(adapter).__name__, {}))
         device = next(model.parameters()).device  # as the traced units and the depths
         for key, group in self.space.widths.items():
             if key not in before:
