@@ -5,9 +5,10 @@
 Two forms:
 
 * **per-layer widths** (default): ``config.json`` of model type ``mmdms_llama`` with the widths
-  of every decoder layer (:class:`~mmdms.deploy.hf_llama.configuration_mmdms_llama.MMDMSLlamaConfig`),
-  the weights, and the configuration and modeling files beside them with ``auto_map`` in
-  ``config.json`` (the Hugging Face convention for custom architectures). It loads with
+  of every decoder layer (``MMDMSLlamaConfig`` of
+  :mod:`mmdms.deploy.hf_llama.configuration_mmdms_llama`), the weights, and the configuration
+  and modeling files beside them with ``auto_map`` in ``config.json`` (the Hugging Face
+  convention for custom architectures). It loads with
   ``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)``.
 * **uniform** (``uniform=True``): a plain ``LlamaForCausalLM`` directory (``model_type``
   ``llama``, explicit ``head_dim``) that loads with no remote code. Every kept decoder layer
