@@ -11,12 +11,12 @@ _base_ = ['../llama_7b.py']
 
 seq_len = 64
 lr = 1e-3
-architecture = dict(
+tiny_llama = dict(
     _scope_='mmrazor',
     type='HFCausalLM',
     config=dict(model_type='llama', vocab_size=256, hidden_size=64, intermediate_size=192,
                 num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2))
-model = dict(architecture=dict(_delete_=True, **architecture),
+model = dict(architecture=dict(_delete_=True, **tiny_llama),
              mutator=dict(parse_cfg=dict(demo_input=(1, seq_len))))
 custom_hooks = [
     dict(type='DMSImportanceHook'),

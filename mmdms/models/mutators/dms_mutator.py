@@ -25,6 +25,14 @@ class UntraceableModuleError(RuntimeError):
     """MMRazor's tracer failed inside a module of the model."""
 
 
+def shared_parameters(model: nn.Module) -> List[List[str]]:
+    """The names of each parameter that several modules hold (tied weights), by parameter."""
+    holders: Dict[int, List[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        holders.setdefault(id(param), []).append(name)
+    return [names for names in holders.values() if len(names) > 1]
+
+
 @MODELS.register_module()
 class DMSMutator(ChannelMutator):
     """Finds the DMS search space of a model and writes it into :attr:`space`
@@ -114,6 +122,7 @@ class DMSMutator(ChannelMutator):
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
         """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
+        shared = shared_parameters(supernet)  # before any layer becomes its DMS op
         analyzer = TASK_UTILS.build(self.parse_cfg)
         block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
         built = [(name, adapter) for name, adapter in
@@ -135,11 +144,27 @@ class DMSMutator(ChannelMutator):
                 self._build_adapter_space(supernet, name, adapter)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
+        self._check_shared_parameters(shared)
         named = {f'width {key}': group.mutable for key, group in self.space.widths.items()}
         named.update({f'depth {key}': stage.mutable for key, stage in self.space.stages.items()})
         check_weight_norm_sources(named)
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
+
+    def _check_shared_parameters(self, shared: List[List[str]]) -> None:
+        """Refuse a parameter held by several modules (tied weights) if the search reaches one
+        of its holders: a searched layer becomes its DMS op with a parameter of its own (the
+        tie would silently break), and its count would depend on which masks apply. Tied
+        input / output embeddings whose layers are not searched (a Llama's) are fine."""
+        for names in shared:
+            searched = [n for n in names if n.rpartition('.')[0] in self.space.layers
+                        or self.space.block_of(n) is not None]
+            if searched:
+                raise ValueError(
+                    f'{names} are one parameter (tied), and {searched} are searched (a width '
+                    'or a depth mask reaches them). Untie the weights (e.g. '
+                    'tie_word_embeddings=False), or keep their layers out of the search space '
+                    '(leaf_modules, search_depth=False)')
 
     def _prepare_traced_widths(self, model: nn.Module, analyzer, extra_leaves: tuple) -> None:
         """MMRazor's ``ChannelMutator.prepare_from_supernet`` (tracer path) with ``analyzer``,
