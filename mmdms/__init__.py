@@ -8,7 +8,8 @@ from . import compat
 
 compat.apply_all()
 
-from . import datasets, engine, models, structures, utils  # noqa: E402,F401  (registrations)
+# registrations
+from . import datasets, engine, evaluation, models, structures, utils  # noqa: E402,F401
 from .version import __version__, version_info  # noqa: E402,F401
 
 __all__ = ['__version__', 'version_info']

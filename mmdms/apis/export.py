@@ -53,10 +53,24 @@ def _tensors(output) -> List[torch.Tensor]:
     return []
 
 
+def check_input(algorithm: nn.Module, input_shape, seed: int = 0) -> torch.Tensor:
+    """The random input of the export's output check, of shape ``input_shape``: what the
+    search model's architecture makes with ``random_inputs(shape, generator)`` if it has that
+    method (token ids over the vocabulary for a language model), else a standard normal
+    tensor."""
+    generator = torch.Generator().manual_seed(seed)
+    architecture = getattr(algorithm, 'architecture', algorithm)
+    make = getattr(architecture, 'random_inputs', None)
+    if make is not None:
+        return make(tuple(input_shape), generator)
+    return torch.randn(tuple(input_shape), generator=generator)
+
+
 def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
                          seed: int = 0) -> float:
     """Largest relative difference, over all outputs, between ``static`` and the search model
-    with every mask fixed hard (eval mode, ``tensor`` mode, a random input).
+    with every mask fixed hard (eval mode, ``tensor`` mode, a random input:
+    :func:`check_input`).
 
     The search model's mutables stay fixed afterwards: use it for nothing else.
     """
@@ -65,7 +79,7 @@ def hard_mask_difference(algorithm: nn.Module, static: nn.Module, input_shape,
             mutable.fix_chosen()
     algorithm.eval()
     static.eval()
-    x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed))
+    x = check_input(algorithm, input_shape, seed)
     with torch.no_grad():
         expected = _tensors(algorithm(x, mode='tensor'))
         try:

@@ -1,1 +1,2 @@
 from .digits import DigitsDataset, digits_split_indices  # noqa: F401
+from .text_blocks import BYTE_VOCAB_SIZE, TextBlockDataset, read_text  # noqa: F401

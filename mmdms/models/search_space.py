@@ -173,13 +173,19 @@ class SearchSpace:
                  f'{len(self.stages)} depth stage(s), '
                  f'{self.weight_coverage:.1%} of conv/linear weights searchable, '
                  f'{len(self.folded_convs)} conv input mask(s) applied by their BatchNorm']
+        def kept(mutable: nn.Module, count: str):
+            # a search model on the meta device (shapes only) has no mask values
+            return '?' if mutable.dms_ratio.is_meta else getattr(mutable, count)
+
         for key, group in self.widths.items():
             m = group.mutable
             lines.append(f'  width {key}: N={m.num_channels} step={m.step} '
-                         f'width={m.activated_channels} layers={",".join(group.layers)}')
+                         f'width={kept(m, "activated_channels")} '
+                         f'layers={",".join(group.layers)}')
         for key, stage in self.stages.items():
             lines.append(f'  depth {key}: blocks={len(stage.blocks)} '
-                         f'kept={stage.mutable.num_kept} min={stage.mutable.min_elements}')
+                         f'kept={kept(stage.mutable, "num_kept")} '
+                         f'min={stage.mutable.min_elements}')
         for key, why in self.fixed_stages.items():
             lines.append(f'  depth {key}: not searched ({why})')
         return '\n'.join(lines)

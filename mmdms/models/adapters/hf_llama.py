@@ -20,6 +20,13 @@ heads and FFN widths):
 * ``layers.i.mlp.hidden``: the FFN intermediate width: ``down_proj`` reads its input through
   the mask; ``gate_proj`` / ``up_proj`` rows and ``down_proj`` columns are what it prunes.
 
+With ``tie_layer_widths=True`` (``DMSMutator(adapter_args=dict(LlamaForCausalLMAdapter=
+dict(tie_layer_widths=True)))``) every layer shares one heads mutable
+(``model.layers.self_attn.heads``) and one FFN mutable (``model.layers.mlp.hidden``): the
+pruned model keeps the same widths in every layer, so it exports as a plain
+``LlamaForCausalLM`` (:func:`mmdms.deploy.hf.save_hf_model` with ``uniform=True``). The shared
+mask's gradient and Taylor importance sum over the layers.
+
 The hidden (embedding) width is not searched. Each ``LlamaDecoderLayer`` is an
 identity-residual block (two pre-norm residual branches), so DMS searches the depth of
 ``layers``; its forward returns the hidden states (a tensor since transformers 4.54; earlier
@@ -28,7 +35,7 @@ versions return a tuple, which the depth hook cannot mix).
 Qwen2 (biases on q/k/v, which the mask scales too) and Mistral share this layout; their
 adapters are not registered yet.
 """
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -70,14 +77,14 @@ class LlamaAttentionRule(LayerRule):
     owns_params = False
 
     def counted(self, name: str, space) -> bool:
-        return attention_heads_key(name) in space.widths
+        return isinstance(space.layer_masks(f'{name}.o_proj').in_mask, ExpandedMask)
 
     def record(self, name: str, module: nn.Module, x: torch.Tensor, out) -> LayerCall:
         channels = module.o_proj.in_features
         return LayerCall(name, self.kind, channels, channels, x.shape[1])
 
     def widths(self, call: LayerCall, reader: MaskReader) -> tuple:
-        heads = reader.space.widths[attention_heads_key(call.name)].mutable
+        heads = reader.space.layer_masks(f'{call.name}.o_proj').in_mask.mutable
         kv_heads = reader.mutable_width(heads)
         query_per_kv = call.in_channels // heads.num_channels  # group size * head_dim
         return (kv_heads * query_per_kv, )
@@ -111,13 +118,17 @@ class LlamaForCausalLMAdapter(FamilyAdapter):
     module_type = LlamaForCausalLM
     head_lambda_scale = 4.0
 
-    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict,
+                    tie_layer_widths: bool = False) -> None:
+        """See the class docstring; ``tie_layer_widths``: one heads and one FFN mutable
+        shared by every decoder layer (see the module docstring)."""
         decoder_name = f'{name}.model' if name else 'model'
         llama = model.get_submodule(decoder_name)
         if not isinstance(llama, LlamaModel):
             raise TypeError(f"'{decoder_name}' is {type(llama).__name__}, not the LlamaModel "
                             'the Llama search space is built on')
         prefix = f'{decoder_name}.'
+        attentions, mlps = [], []
         for i, layer in enumerate(llama.layers):
             base = f'{prefix}layers.{i}'
             attn, mlp = layer.self_attn, layer.mlp
@@ -126,39 +137,66 @@ class LlamaForCausalLMAdapter(FamilyAdapter):
                     f"'{base}' has {type(attn).__name__} / {type(mlp).__name__}; the Llama "
                     'search space handles LlamaAttention and LlamaMLP (register an adapter '
                     'for other attention or MLP classes)')
-            self._build_attention(model, f'{base}.self_attn', attn, space, width_args)
-            self._build_mlp(model, f'{base}.mlp', mlp, space, width_args)
+            attentions.append((f'{base}.self_attn', attn))
+            mlps.append((f'{base}.mlp', mlp))
+        groups = [(attentions, mlps)]
+        if not tie_layer_widths:
+            groups = [([a], [m]) for a, m in zip(attentions, mlps)]
+        for group_attentions, group_mlps in groups:
+            key = None if not tie_layer_widths else f'{prefix}layers.self_attn'
+            self._build_attention(model, group_attentions, space, width_args, key)
+            key = None if not tie_layer_widths else f'{prefix}layers.mlp'
+            self._build_mlp(model, group_mlps, space, width_args, key)
 
-    def _build_attention(self, model: nn.Module, name: str, attn: LlamaAttention, space,
-                         width_args: Dict) -> None:
-        head_dim = attn.head_dim
-        kv_heads = attn.k_proj.out_features // head_dim
-        query_heads = attn.q_proj.out_features // head_dim
-        if kv_heads * head_dim != attn.k_proj.out_features or query_heads % kv_heads:
-            raise ValueError(f"'{name}': {query_heads} query heads and "
-                             f'{attn.k_proj.out_features} / {head_dim} key/value heads do not '
-                             'form grouped-query attention')
+    def _build_attention(self, model: nn.Module, attentions: list, space, width_args: Dict,
+                         key: Optional[str] = None) -> None:
+        """One heads mutable for ``attentions`` (``[(name, LlamaAttention)]``, of the same
+        shape), under width key ``attention_heads_key(key or the attention's name)``."""
+        shapes = set()
+        for name, attn in attentions:
+            head_dim = attn.head_dim
+            kv_heads = attn.k_proj.out_features // head_dim
+            query_heads = attn.q_proj.out_features // head_dim
+            if kv_heads * head_dim != attn.k_proj.out_features or query_heads % kv_heads:
+                raise ValueError(f"'{name}': {query_heads} query heads and "
+                                 f'{attn.k_proj.out_features} / {head_dim} key/value heads do '
+                                 'not form grouped-query attention')
+            shapes.add((query_heads, kv_heads, head_dim))
+        if len(shapes) > 1:
+            raise ValueError(f'tie_layer_widths needs the same attention shape in every layer '
+                             f'(query heads, key/value heads, head dim), got {sorted(shapes)}')
+        (query_heads, kv_heads, head_dim), = shapes
         group = query_heads // kv_heads
         args = dict(width_args, step=1, min_width=1, lambda_scale=self.head_lambda_scale)
         heads = DMSMutableChannel(kv_heads, **args)
-        v_proj = replace_with_dms_op(model, f'{name}.v_proj')
         v_mask = ExpandedMask(heads, head_dim)
-        v_proj.dms_output_mask = v_mask  # zero values of a pruned head: it adds nothing
         q_mask = ExpandedMask(heads, group * head_dim)
-        projections = [f'{name}.{p}' for p in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
-        space.add_width(attention_heads_key(name), heads, projections)
-        space.set_layer_masks(f'{name}.q_proj', out_mask=q_mask)
-        space.set_layer_masks(f'{name}.k_proj', out_mask=v_mask)
-        space.set_layer_masks(f'{name}.v_proj', out_mask=v_mask)
-        space.set_layer_masks(f'{name}.o_proj', in_mask=q_mask)
+        projections = []
+        for name, _ in attentions:
+            v_proj = replace_with_dms_op(model, f'{name}.v_proj')
+            v_proj.dms_output_mask = v_mask  # zero values of a pruned head: it adds nothing
+            projections += [f'{name}.{p}' for p in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
+            space.set_layer_masks(f'{name}.q_proj', out_mask=q_mask)
+            space.set_layer_masks(f'{name}.k_proj', out_mask=v_mask)
+            space.set_layer_masks(f'{name}.v_proj', out_mask=v_mask)
+            space.set_layer_masks(f'{name}.o_proj', in_mask=q_mask)
+        space.add_width(attention_heads_key(key or attentions[0][0]), heads, projections)
 
-    def _build_mlp(self, model: nn.Module, name: str, mlp: LlamaMLP, space,
-                   width_args: Dict) -> None:
-        hidden = DMSMutableChannel(mlp.down_proj.in_features, **width_args)
-        mask_input_channels(model, f'{name}.down_proj', hidden)
+    def _build_mlp(self, model: nn.Module, mlps: list, space, width_args: Dict,
+                   key: Optional[str] = None) -> None:
+        """One FFN width mutable for ``mlps`` (``[(name, LlamaMLP)]``), under width key
+        ``f'{key or the MLP's name}.hidden'``."""
+        widths = {mlp.down_proj.in_features for _, mlp in mlps}
+        if len(widths) > 1:
+            raise ValueError(f'tie_layer_widths needs the same FFN width in every layer, got '
+                             f'{sorted(widths)}')
+        hidden = DMSMutableChannel(widths.pop(), **width_args)
         mask = mutable_mask(hidden)
-        layers = [f'{name}.{p}' for p in ('gate_proj', 'up_proj', 'down_proj')]
-        space.add_width(f'{name}.hidden', hidden, layers)
-        space.set_layer_masks(f'{name}.gate_proj', out_mask=mask)
-        space.set_layer_masks(f'{name}.up_proj', out_mask=mask)
-        space.set_layer_masks(f'{name}.down_proj', in_mask=mask)
+        layers = []
+        for name, _ in mlps:
+            mask_input_channels(model, f'{name}.down_proj', hidden)
+            layers += [f'{name}.{p}' for p in ('gate_proj', 'up_proj', 'down_proj')]
+            space.set_layer_masks(f'{name}.gate_proj', out_mask=mask)
+            space.set_layer_masks(f'{name}.up_proj', out_mask=mask)
+            space.set_layer_masks(f'{name}.down_proj', in_mask=mask)
+        space.add_width(f'{key or mlps[0][0]}.hidden', hidden, layers)

@@ -261,9 +261,12 @@ def replace_with_dms_op(model: nn.Module, name: str) -> nn.Module:
     dms_type = None if rule is None else rule.dms_op_for(layer)
     if dms_type is None or isinstance(layer, DynamicChannelMixin):
         return layer
-    new = dms_type.convert_from(layer)
-    new.load_state_dict(layer.state_dict(), strict=False)
     param = next(layer.parameters(), None)
+    # built where the layer is (on the meta device nothing is allocated), then given the
+    # layer's own tensors (no copy; their dtype kept, e.g. a bfloat16 checkpoint's)
+    with torch.device(param.device if param is not None else 'cpu'):
+        new = dms_type.convert_from(layer)
+    new.load_state_dict(layer.state_dict(), strict=False, assign=True)
     if param is not None:
         new.to(param.device)
     new.train(layer.training)

@@ -251,6 +251,18 @@ class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     """The unit of MMRazor's pruning check, with the ``check_op`` of every layer rule that has
     one next to MMRazor's own dynamic ops."""
 
+    @staticmethod
+    def could_prune(unit_config: Dict, modules: Dict[str, torch.nn.Module]) -> bool:
+        """Whether a unit's channels name a layer that :meth:`prepare_for_pruning` turns into
+        a dynamic op (a conv, linear or batch norm, or a layer rule's ``check_op`` type):
+        without one, MMRazor's ``is_mutable`` is False."""
+        types = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm) + \
+            tuple(t for t, rule in LAYER_RULES.items()
+                  if getattr(rule, 'check_op', None) is not None)
+        return any(isinstance(modules.get(channel['name']), types)
+                   for side in unit_config.get('channels', {}).values() for channel in side
+                   if isinstance(channel.get('name'), str))
+
     def prepare_for_pruning(self, model: torch.nn.Module) -> None:
         extra = {t: rule.check_op for t, rule in LAYER_RULES.items()
                  if getattr(rule, 'check_op', None) is not None}
@@ -296,7 +308,18 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
 
     def _find_mutable_units(self, model, units_config: Dict) -> Dict:
         """MMRazor's check that each width can be pruned (a pruned copy must run and keep its
-        output shapes), with :class:`RuleAwareCheckUnit`."""
+        output shapes), with :class:`RuleAwareCheckUnit`.
+
+        Units none of whose channels is a layer the check can prune
+        (:meth:`RuleAwareCheckUnit.could_prune`) are never mutable and are dropped first. With
+        none left (a model whose widths its family adapter builds, such as a Hugging Face Llama,
+        a leaf of the trace) nothing runs: the check would copy the whole model (27 GB for
+        Llama-7B), and cannot run on the meta device."""
+        modules = dict(model.named_modules())
+        units_config = {key: cfg for key, cfg in units_config.items()
+                        if RuleAwareCheckUnit.could_prune(cfg, modules)}
+        if not units_config:
+            return {}
         model = copy.deepcopy(model).cpu()
         units = [RuleAwareCheckUnit.init_from_cfg(model, cfg) for cfg in units_config.values()]
         for unit in units:

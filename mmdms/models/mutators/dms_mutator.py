@@ -25,6 +25,14 @@ class UntraceableModuleError(RuntimeError):
     """MMRazor's tracer failed inside a module of the model."""
 
 
+def shared_parameters(model: nn.Module) -> List[List[str]]:
+    """The names of each parameter that several modules hold (tied weights), by parameter."""
+    holders: Dict[int, List[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        holders.setdefault(id(param), []).append(name)
+    return [names for names in holders.values() if len(names) > 1]
+
+
 @MODELS.register_module()
 class DMSMutator(ChannelMutator):
     """Finds the DMS search space of a model and writes it into :attr:`space`
@@ -58,6 +66,8 @@ class DMSMutator(ChannelMutator):
         allow_empty_stage (bool): allow a stage to lose all its blocks. Defaults to False.
         leaf_modules (Sequence[str]): import paths of module types the tracer must not enter
             (their channels are then left unsearched); the way out for an untraceable module.
+        adapter_args (dict, optional): options of family adapters' ``build_space``, by adapter
+            class name, e.g. ``dict(LlamaForCausalLMAdapter=dict(tie_layer_widths=True))``.
         fold_norm_masks (bool): where a conv's input channels are ``act(bn(y))`` read by that
             conv alone, with ``act`` ReLU-like, let the BatchNorm's affine parameters apply the
             mask instead of the conv (same function, less work; see
@@ -78,6 +88,7 @@ class DMSMutator(ChannelMutator):
                  allow_empty_stage: bool = False,
                  leaf_modules: Sequence[str] = (),
                  fold_norm_masks: bool = True,
+                 adapter_args: Optional[Dict[str, Dict]] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         channel_unit_cfg = dict(channel_unit_cfg)
         channel_unit_cfg.setdefault('type', 'DMSChannelUnit')
@@ -106,15 +117,23 @@ class DMSMutator(ChannelMutator):
         self.structured_mutables = nn.ModuleDict()
         self._depth_hooks: list = []
         self.fold_norm_masks = fold_norm_masks
+        self.adapter_args = {k: dict(v) for k, v in (adapter_args or {}).items()}
 
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
         """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
+        shared = shared_parameters(supernet)  # before any layer becomes its DMS op
         analyzer = TASK_UTILS.build(self.parse_cfg)
         block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
         built = [(name, adapter) for name, adapter in
                  ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
                  if adapter is not None] if self.search_width else []
+        unknown = set(self.adapter_args) - {type(a).__name__ for _, a in built}
+        if unknown:
+            raise ValueError(
+                f'DMSMutator adapter_args names {sorted(unknown)}, but the adapters that build '
+                f'this model\'s space are {sorted({type(a).__name__ for _, a in built})}'
+                f'{"" if self.search_width else " (none: search_width=False)"}')
         if self.search_width:
             leaves = tuple(type(supernet.get_submodule(n)) for n, _ in built)
             self._prepare_traced_widths(supernet, analyzer, leaves)
@@ -125,11 +144,27 @@ class DMSMutator(ChannelMutator):
                 self._build_adapter_space(supernet, name, adapter)
         if self.search_depth:
             self._prepare_depth(supernet, block_shapes)
+        self._check_shared_parameters(shared)
         named = {f'width {key}': group.mutable for key, group in self.space.widths.items()}
         named.update({f'depth {key}': stage.mutable for key, stage in self.space.stages.items()})
         check_weight_norm_sources(named)
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
+
+    def _check_shared_parameters(self, shared: List[List[str]]) -> None:
+        """Refuse a parameter held by several modules (tied weights) if the search reaches one
+        of its holders: a searched layer becomes its DMS op with a parameter of its own (the
+        tie would silently break), and its count would depend on which masks apply. Tied
+        input / output embeddings whose layers are not searched (a Llama's) are fine."""
+        for names in shared:
+            searched = [n for n in names if n.rpartition('.')[0] in self.space.layers
+                        or self.space.block_of(n) is not None]
+            if searched:
+                raise ValueError(
+                    f'{names} are one parameter (tied), and {searched} are searched (a width '
+                    'or a depth mask reaches them). Untie the weights (e.g. '
+                    'tie_word_embeddings=False), or keep their layers out of the search space '
+                    '(leaf_modules, search_depth=False)')
 
     def _prepare_traced_widths(self, model: nn.Module, analyzer, extra_leaves: tuple) -> None:
         """MMRazor's ``ChannelMutator.prepare_from_supernet`` (tracer path) with ``analyzer``,
@@ -192,10 +227,12 @@ class DMSMutator(ChannelMutator):
     def _build_adapter_space(self, model: nn.Module, name: str, adapter) -> None:
         """Let ``adapter`` build module ``name``'s widths; own the mutables it made."""
         before = set(self.space.widths)
-        adapter.build_space(model, name, self.space, dict(self.unit_default_args))
+        adapter.build_space(model, name, self.space, dict(self.unit_default_args),
+                            **self.adapter_args.get(type(adapter).__name__, {}))
+        device = next(model.parameters()).device  # as the traced units and the depths
         for key, group in self.space.widths.items():
             if key not in before:
-                self.structured_mutables[key.replace('.', '__')] = group.mutable
+                self.structured_mutables[key.replace('.', '__')] = group.mutable.to(device)
 
     def _demo_forward(self, model: nn.Module, analyzer) -> None:
         inputs = analyzer.demo_input.get_data(model)

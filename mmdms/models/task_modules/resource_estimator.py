@@ -120,6 +120,43 @@ class DMSResourceEstimator:
                 self._block_params[name] = p.numel()
             else:
                 self._fixed_params += p.numel()
+        self._fixed_params -= self._shared_excess(model, recorded)
+
+    def _shared_excess(self, model: nn.Module, recorded: set) -> int:
+        """Elements of parameters shared by several modules (tied input and output
+        embeddings) that the split above counts more than once: once per recorded layer that
+        holds them, and once more if their first holder is not a recorded layer.
+
+        Raises:
+            ValueError: a shared parameter is searched (a width or a depth mask reaches one of
+                its holders): its count would depend on which holder's masks apply.
+        """
+        holders: Dict[int, List[str]] = {}
+        shared: Dict[int, nn.Parameter] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            holders.setdefault(id(p), []).append(name)
+            shared[id(p)] = p
+        def recorded_holders(param_name: str) -> set:
+            owner = param_name.rpartition('.')[0]
+            return {r for r in recorded if owner == r or owner.startswith(r + '.')}
+
+        excess = 0
+        for key, names in holders.items():
+            if len(names) < 2:
+                continue
+            counted = set().union(*(recorded_holders(n) for n in names))
+            # the first name is the one named_parameters() yields: counted unless recorded
+            times = len(counted) + (not recorded_holders(names[0]))
+            searched = [n for n in names
+                        if n in self.space.params or self.space.block_of(n) is not None]
+            searched += [r for r in counted if r in self.space.layers]
+            if searched and times > 1:
+                raise ValueError(
+                    f'{names} are one parameter (tied), and {searched} are searched: its '
+                    'count would depend on which masks apply. Untie the weights (e.g. '
+                    'tie_word_embeddings=False) or keep its layers out of the search space')
+            excess += (times - 1) * shared[key].numel()
+        return excess
 
     # counting ----------------------------------------------------------------------------------
     def _reader(self, hard: bool) -> MaskReader:

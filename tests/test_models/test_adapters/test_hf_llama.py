@@ -23,10 +23,13 @@ def llama(kv_heads=KV_HEADS, **extra):
         **extra))
 
 
-def search_model(arch):
+def search_model(arch, **mutator):
     torch.manual_seed(0)
     return DMS(arch, mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=(1, TOKENS), tracer_type='FxTracer')))
+        type='ChannelAnalyzer', demo_input=(1, TOKENS), tracer_type='FxTracer'), **mutator))
+
+
+TIED = dict(adapter_args=dict(LlamaForCausalLMAdapter=dict(tie_layer_widths=True)))
 
 
 @pytest.fixture(scope='module')
@@ -136,3 +139,45 @@ def test_hard_masks_equal_the_pruned_model(kv_heads):
     assert float(search.estimator.estimate('params', hard=True)) == count
     if kv_heads == KV_HEADS:
         assert count == pruned_param_count(subnet)
+
+
+def test_tied_layer_widths_share_one_mutable_per_kind():
+    search = search_model(llama(), **TIED)
+    widths = search.space.widths
+    assert sorted(widths) == ['model.model.layers.mlp.hidden',
+                              'model.model.layers.self_attn.heads']
+    heads = widths['model.model.layers.self_attn.heads']
+    assert heads.mutable.num_channels == KV_HEADS and len(heads.layers) == 4 * LAYERS
+    assert search.supernet_resource('params') == sum(
+        p.numel() for p in search.architecture.parameters())
+
+    search.zero_grad()
+    for mutable in search.dms_mutables():
+        mutable.dms_ratio.data.fill_(0.3)
+    search(torch.randint(0, VOCAB, (2, TOKENS)), mode='loss')['loss'].backward()
+    for group in widths.values():
+        assert group.mutable.dms_ratio.grad.abs().sum() > 0
+
+    prune_some(search, seed=1)
+    subnet = subnet_from_algorithm(search)
+    architecture = MODELS.build(llama())
+    architecture.load_state_dict(search.architecture.state_dict())
+    static = DMSSubnet(architecture, subnet).architecture
+    ids = torch.randint(0, VOCAB, (2, TOKENS))
+    with torch.no_grad():
+        assert torch.allclose(static(ids, mode='tensor'), search(ids, mode='tensor'), atol=1e-4)
+    kept_layers = [layer for layer in static.model.model.layers if hasattr(layer, 'mlp')]
+    assert len({(layer.self_attn.k_proj.out_features, layer.mlp.gate_proj.out_features)
+                for layer in kept_layers}) == 1  # the same widths in every kept layer
+    per_layer = {f'{attn(i)}.heads': subnet['widths']['model.model.layers.self_attn.heads']
+                 for i in range(LAYERS)}
+    per_layer.update({f'{mlp(i)}.hidden': subnet['widths']['model.model.layers.mlp.hidden']
+                      for i in range(LAYERS)})
+    count = sum(p.numel() for p in static.parameters())
+    assert subnet['params'] == count == pruned_param_count(dict(subnet, widths=per_layer))
+
+
+def test_adapter_args_of_an_adapter_that_is_not_there():
+    with pytest.raises(ValueError, match=r"adapter_args names \['VisionTransformerAdapter'\], "
+                       r"but .* are \['LlamaForCausalLMAdapter'\]"):
+        search_model(llama(), adapter_args=dict(VisionTransformerAdapter=dict()))

@@ -200,3 +200,27 @@ def test_hard_counts_are_exact_integers():
     for resource in ('macs', 'params'):
         count = model.estimator.estimate(resource, hard=True)
         assert count.dtype == torch.float64 and count.item() == round(count.item())
+
+
+class SharedWeightModel(nn.Module):
+    """conv -> pool -> linear ``a`` -> ReLU -> linear ``b`` holding ``a``'s weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Linear(8, 8, bias=False)
+        self.b = nn.Linear(8, 8, bias=False)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        x = self.conv(x).mean((2, 3))
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_searched_shared_weight_is_refused():
+    """Searching a tied weight's layers would give each its own copy (the tie silently gone)
+    and make its count depend on whose masks apply (tied embeddings that are not searched:
+    tests/test_deploy/test_hf.py)."""
+    with pytest.raises(ValueError, match=r"\['a.weight', 'b.weight'\] are one parameter "
+                       r'\(tied\), and \[.*\] are searched.*tie_word_embeddings=False'):
+        prepare(SharedWeightModel(), 8)
