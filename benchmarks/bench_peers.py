@@ -386,6 +386,8 @@ def run_one(run: Run, results: str) -> dict:
 def _mean_std(values: List[float], digits: int = 2) -> str:
     if not values:
         return '–'
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'
 
@@ -417,9 +419,8 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
                 failed = [r for r in cell if r['method'] == method and r['status'] != 'ok'
                           and not any(d['seed'] == r['seed'] for d in done)]
                 if not done:
-                    if failed:
-                        out.append(f"| {method} | failed: {failed[-1]['error'][:80]} "
-                                   '| | | | | | | |')
+                    status = f"failed: {failed[-1]['error'][:80]}" if failed else 'not run yet'
+                    out.append(f'| {method} | {status} | | | | | | | |')
                     continue
                 gaps = [r['macs_gap'] for r in done]
                 per_seed = ', '.join(f"{r['top1']:.2f} (s{r['seed']})" for r in done)
