@@ -1,11 +1,9 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """LocalFashionMNIST: reads the files of its split from data_root, never downloads, and says how
 to install the data when it is absent; a class-balanced subset."""
-import gzip
 import importlib.util
 import os.path as osp
 
-import numpy as np
 import pytest
 
 from mmdms.datasets import LocalFashionMNIST
