@@ -3,13 +3,16 @@
 # make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 25
 #             minutes on 2 idle cores; latency: 160 px, YOLOv8 320 px, 5 repeats, about 10);
 #             make bench-quality: the 3-seed quality comparison (about 40 minutes).
+# make data-fmnist: Fashion-MNIST from Debian's package (apt-get install -y dataset-fashion-mnist)
+#             into data/fashion_mnist; make bench-peers: the Fashion-MNIST comparison with the
+#             peers (benchmarks/bench_peers.py; many hours on 2 cores, resumes where it stopped).
 PY := .venv/bin/python
 # a benchmark that fails fails the target, though its output goes through tee; its warnings
 # and traceback are kept in work_dirs/bench/NAME.log
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup demo test bench bench-quality clean
+.PHONY: setup demo test bench bench-quality data-fmnist bench-peers clean
 
 setup:
 	bash tools/setup_env.sh
@@ -37,6 +40,15 @@ bench-quality: setup
 	mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/bench_quality.py --seeds 0 1 2 --work-dir $(BENCH_OUT)/quality \
 		2>$(BENCH_OUT)/quality.log | grep -v ' - mmengine - ' | tee $(BENCH_OUT)/quality.md
+
+data-fmnist:
+	python3 tools/dataset_converters/fashion_mnist.py --dst data/fashion_mnist
+
+bench-peers: setup data-fmnist
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/bench_peers.py --results $(BENCH_OUT)/peers.jsonl \
+		--work-dir $(BENCH_OUT)/peers 2>$(BENCH_OUT)/peers.log | grep -v ' - mmengine - ' \
+		| tee $(BENCH_OUT)/peers.md
 
 clean:
 	rm -rf work_dirs .pytest_cache .hypothesis

@@ -1,0 +1,488 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""DMS against what users would pick instead, at equal MACs, on Fashion-MNIST (issue #15).
+
+Methods x supernets x budgets x seeds. Every method ends at the budget's MACs (the supernet's
+divided by 2 or 4, within 2%: asserted, counted by the export exactly as mmengine's
+FlopAnalyzer counts the static model) and is then trained with the one recipe of
+``configs/dms/fmnist/_base_/fmnist_recipe.py``: from scratch (DMS_np, uniform scaling) or from
+the weights it kept (DMS_p and Torch-Pruning fine-tune, from a supernet trained with the same
+recipe). Reported: the last epoch's test top-1 (never the best epoch's), params, MACs, and the
+search cost in CPU-seconds of this process (``time.process_time``: all its threads), with the
+supernet training the pretrained methods start from counted apart.
+
+``python benchmarks/bench_peers.py [--methods dms_np uniform_width ...] [--supernets resnet mbv2]
+[--budgets 2x 4x] [--seeds 0 1 2] [--subset 10000] [--results FILE] [--work-dir DIR]``
+``python benchmarks/bench_peers.py --table [--results FILE]``: the markdown tables.
+
+Each run is appended to ``--results`` (JSON lines) as soon as it finishes; a rerun skips the
+runs already there (resume), so a long comparison continues where it stopped. The methods are
+the rows of :data:`METHODS`: a function from the run's context to an exported subnet (a new
+peer is one more row).
+"""
+import argparse
+import copy
+import datetime
+import json
+import os
+import os.path as osp
+import socket
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
+from polite_threads import passive_omp_wait  # noqa: E402
+
+passive_omp_wait()  # before torch loads
+
+import mmdms  # noqa: E402,F401
+import torch  # noqa: E402
+
+from mmdms.apis import (build_search_model, export_subnet, load_config, run_search,  # noqa: E402
+                        run_training, set_kept_channels, uniform_structure, width_producers)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(REPO, 'configs', 'dms', 'fmnist')
+SUPERNETS = ('resnet', 'mbv2')
+#: budget name -> MACs of the subnet / MACs of the supernet
+BUDGETS = {'2x': 0.5, '4x': 0.25}
+#: Largest relative difference between a method's MACs and the budget's.
+MACS_TOLERANCE = 0.02
+#: The resource hook's index in the search configs' ``custom_hooks``.
+RESOURCE_HOOK = 'custom_hooks.1'
+DATA_ROOT = osp.join(REPO, 'data', 'fashion_mnist')
+INSTALL = ('apt-get install -y dataset-fashion-mnist && '
+           'python tools/dataset_converters/fashion_mnist.py')
+
+
+def config(supernet: str, kind: str) -> str:
+    """``configs/dms/fmnist/<supernet>_<kind>.py`` (kind: supernet, search, retrain)."""
+    return osp.join(CONFIGS, f'{supernet}_{kind}.py')
+
+
+@dataclass
+class Run:
+    """One cell of the comparison and what its method needs."""
+    supernet: str
+    budget: str
+    method: str
+    seed: int
+    subset: Optional[int]
+    work_dir: str
+    data_options: dict
+    pretrained: Callable[[], dict]  # trains (or finds) the supernet; returns its record
+
+    @property
+    def ratio(self) -> float:
+        return BUDGETS[self.budget]
+
+    def options(self, **extra) -> dict:
+        return dict(self.data_options, randomness=dict(seed=self.seed, deterministic=False),
+                    **extra)
+
+
+# the methods: each returns dict(subnet=<export_subnet's result>, init=<'scratch' | 'pruned'>,
+# search_cpu_s=..., pretrain_cpu_s=...) -------------------------------------------------------
+def _export_structure(run: Run, model, name: str, reinit: bool) -> dict:
+    checkpoint = osp.join(run.work_dir, f'{name}_state.pth')
+    torch.save(dict(meta=dict(method=run.method), state_dict=model.state_dict()), checkpoint)
+    return export_subnet(config(run.supernet, 'search'), checkpoint,
+                         osp.join(run.work_dir, 'subnet'), reinit=reinit, force=True,
+                         cfg_options=run.data_options)
+
+
+def _search(run: Run, load_from: Optional[str]) -> dict:
+    options = run.options(**{f'{RESOURCE_HOOK}.target_ratio': run.ratio})
+    if load_from:
+        options['load_from'] = load_from
+    start = time.process_time()
+    found = run_search(config(run.supernet, 'search'), osp.join(run.work_dir, 'search'),
+                       options)
+    cpu = time.process_time() - start
+    subnet = export_subnet(config(run.supernet, 'search'), found['checkpoint'],
+                           osp.join(run.work_dir, 'subnet'), reinit=load_from is None,
+                           force=True, cfg_options=run.data_options)
+    return dict(subnet=subnet, search_cpu_s=cpu, search_wall_s=found['seconds'])
+
+
+def dms_np(run: Run) -> dict:
+    """DMS from a random initialisation, then retrained from scratch (paper's DMS_np)."""
+    return dict(_search(run, None), init='scratch', pretrain_cpu_s=0.0)
+
+
+def dms_p(run: Run) -> dict:
+    """DMS from the trained supernet, then the searched weights fine-tuned (paper's DMS_p)."""
+    pretrained = run.pretrained()
+    checkpoint = _search_checkpoint_of(run, pretrained['checkpoint'])
+    return dict(_search(run, checkpoint), init='pruned',
+                pretrain_cpu_s=pretrained['train_cpu_s'])
+
+
+def _uniform(run: Run, scale_depth: bool) -> dict:
+    start = time.process_time()
+    model = build_search_model(load_config(config(run.supernet, 'search'), run.data_options))
+    target = run.ratio * model.estimator.estimate('macs', hard=True).item()
+    uniform_structure(model, target, scale_depth=scale_depth, tolerance=MACS_TOLERANCE)
+    cpu = time.process_time() - start
+    return dict(subnet=_export_structure(run, model, 'uniform', reinit=True), init='scratch',
+                search_cpu_s=cpu, pretrain_cpu_s=0.0)
+
+
+def uniform_width(run: Run) -> dict:
+    """The same fraction of every width, all blocks kept; retrained from scratch."""
+    return _uniform(run, scale_depth=False)
+
+
+def uniform_depth_width(run: Run) -> dict:
+    """The same fraction of every width and of every stage's blocks; retrained from scratch."""
+    return _uniform(run, scale_depth=True)
+
+
+def _search_checkpoint_of(run: Run, supernet_checkpoint: str) -> str:
+    """The trained supernet's weights as a checkpoint of the search model (``architecture.``
+    keys; DMS ops keep the layers' keys), so that ``load_from`` loads every weight."""
+    path = osp.join(run.work_dir, 'pretrained_search_state.pth')
+    model = build_search_model(load_config(config(run.supernet, 'search'), run.data_options))
+    state = torch.load(supernet_checkpoint, map_location='cpu', weights_only=False)['state_dict']
+    missing, unexpected = model.architecture.load_state_dict(state, strict=False)
+    if unexpected or any('dms_ratio' not in k and 'importance' not in k for k in missing):
+        raise RuntimeError(f'The supernet checkpoint {supernet_checkpoint} does not fit the '
+                           f'search model: missing {missing}, unexpected {unexpected}')
+    torch.save(dict(meta=dict(source=supernet_checkpoint), state_dict=model.state_dict()), path)
+    return path
+
+
+def _tp_batches(run: Run, count: int, batch_size: int = 64):
+    """``count`` normalised training batches, for Torch-Pruning's Taylor importance."""
+    from mmpretrain.registry import DATASETS
+    cfg = load_config(config(run.supernet, 'search'), run.data_options)
+    dataset = DATASETS.build(dict(type='LocalFashionMNIST', data_root=DATA_ROOT, split='train',
+                                  subset=run.subset))
+    generator = torch.Generator().manual_seed(run.seed)
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.data_preprocessor.std).view(1, -1, 1, 1)
+    for _ in range(count):
+        idx = torch.randint(len(dataset), (batch_size, ), generator=generator)
+        items = [dataset.get_data_info(int(i)) for i in idx]
+        images = torch.stack([torch.as_tensor(item['img']).float()[None] for item in items])
+        labels = torch.tensor([int(item['gt_label']) for item in items])
+        yield (images - mean) / std, labels
+
+
+def torch_pruning(run: Run) -> dict:
+    """Torch-Pruning's DepGraph with group Taylor importance on the trained supernet, global
+    pruning stepped until the MACs budget, then fine-tuned (the TP-pruned weights are the
+    supernet's, sliced: the export slices the same channels and is checked against TP's model).
+    """
+    import torch_pruning as tp
+
+    from mmdms.apis import build_architecture
+    from mmdms.utils import count_macs
+    pretrained = run.pretrained()
+    start = time.process_time()
+    search = build_search_model(load_config(config(run.supernet, 'search'), run.data_options))
+    target = run.ratio * search.estimator.estimate('macs', hard=True).item()
+    model = build_architecture(load_config(config(run.supernet, 'search'), run.data_options))
+    state = torch.load(pretrained['checkpoint'], map_location='cpu',
+                       weights_only=False)['state_dict']
+    model.load_state_dict({k: v for k, v in state.items()
+                           if not k.startswith('data_preprocessor')}, strict=False)
+    reference = copy.deepcopy(model)
+    model.eval()  # BatchNorm statistics stay the trained supernet's while pruning
+    example = torch.randn(1, 1, 28, 28)
+    # producer layer -> the original indices of its remaining output channels
+    alive = {name: list(range(module.out_channels if hasattr(module, 'out_channels') else
+                              module.out_features))
+             for name, module in model.named_modules()
+             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))}
+    names = {module: name for name, module in model.named_modules()}
+    pruner = tp.pruner.BasePruner(
+        model, example, importance=tp.importance.GroupTaylorImportance(), global_pruning=True,
+        pruning_ratio=0.9, iterative_steps=400, max_pruning_ratio=0.95,
+        ignored_layers=[model.head.fc])
+    # Torch-Pruning's own count steers the loop (fast), scaled to FlopAnalyzer's, which the
+    # export counts (slow: a trace); the last steps are checked with FlopAnalyzer's.
+    scale = count_macs(model, (1, 1, 28, 28)) / tp.utils.count_ops_and_params(model, example)[0]
+
+    def estimate(exact: bool) -> float:
+        return count_macs(model, (1, 1, 28, 28)) if exact else \
+            scale * tp.utils.count_ops_and_params(model, example)[0]
+
+    batches = _tp_batches(run, pruner.iterative_steps)
+    steps, exact = 0, False
+    macs = estimate(exact)
+    while True:
+        if macs <= target * (1 + MACS_TOLERANCE / 2):
+            if exact:
+                break
+            exact = True
+            macs = estimate(exact)
+            continue
+        if steps == pruner.iterative_steps:
+            raise RuntimeError(f'Torch-Pruning stopped at {macs:.0f} MACs, above the target '
+                               f'{target:.0f}')
+        images, labels = next(batches)
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        for group in pruner.step(interactive=True):
+            for dep, idxs in group:
+                module = dep.target.module
+                if pruner.DG.is_out_channel_pruning_fn(dep.handler) and names.get(module) in alive:
+                    gone = set(int(i) for i in idxs)
+                    alive[names[module]] = [c for i, c in enumerate(alive[names[module]])
+                                            if i not in gone]
+            group.prune()
+        steps += 1
+        macs = estimate(exact)
+        if steps % 25 == 0:
+            print(f'[bench_peers] torch_pruning step {steps}: {macs / 1e6:.3f}M MACs, target '
+                  f'{target / 1e6:.3f}M, {time.process_time() - start:.0f} CPU-s', flush=True)
+    producers = set(width_producers(search).values())
+    set_kept_channels(search, {name: alive[name] for name in producers})
+    search.architecture.load_state_dict(reference.state_dict(), strict=False)
+    cpu = time.process_time() - start
+    subnet = _export_structure(run, search, 'torch_pruning', reinit=False)
+    _check_same_as(subnet, model, run)
+    return dict(subnet=subnet, init='pruned', search_cpu_s=cpu, tp_steps=steps,
+                pretrain_cpu_s=pretrained['train_cpu_s'])
+
+
+def _check_same_as(subnet: dict, pruned: torch.nn.Module, run: Run) -> None:
+    """The exported static model computes what Torch-Pruning's pruned model computes."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from mmdms.apis import initialized_subnet
+    from mmdms.structures import load_subnet
+    cfg = load_config(config(run.supernet, 'search'), run.data_options)
+    static = initialized_subnet(cfg, load_subnet(subnet['files']['subnet.json']))
+    static.load_state_dict(_load_checkpoint(subnet['files']['pruned.pth'],
+                                            map_location='cpu')['state_dict'])
+    static.eval()
+    pruned.eval()
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, actual = pruned(x), static(x, mode='tensor')
+    diff = ((actual - expected).abs().max() / expected.abs().max()).item()
+    if not diff <= 1e-4:
+        raise RuntimeError(f'The exported Torch-Pruning subnet differs from its pruned model '
+                           f'(max relative difference {diff:.3g})')
+
+
+#: name -> the method, in the order of the tables. MMRazor's DMCP and GroupFisher and the
+#: one-shot supernet + evolution search slot in as more rows.
+METHODS: Dict[str, Callable[[Run], dict]] = {
+    'dms_np': dms_np,
+    'uniform_width': uniform_width,
+    'dms_p': dms_p,
+    'uniform_depth_width': uniform_depth_width,
+    'torch_pruning': torch_pruning,
+}
+
+
+# running, resuming, recording -----------------------------------------------------------------
+def run_key(supernet, budget, method, seed, subset) -> str:
+    return f'{supernet}/{budget}/{method}/seed{seed}/subset{subset or "all"}'
+
+
+def read_results(path: str) -> Dict[str, dict]:
+    records = {}
+    if osp.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    records[record['key']] = record
+    return records
+
+
+def append_result(path: str, record: dict) -> None:
+    with open(path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _stamp() -> dict:
+    return dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                host=socket.gethostname(), cpus=os.cpu_count(),
+                threads=torch.get_num_threads())
+
+
+def train_supernet(supernet: str, seed: int, subset: Optional[int], work: str,
+                   data_options: dict, results: str) -> dict:
+    """The supernet trained with the recipe (recorded as method ``supernet``, budget ``1x``)."""
+    key = run_key(supernet, '1x', 'supernet', seed, subset)
+    done = read_results(results).get(key)
+    if done and done.get('status') == 'ok' and osp.exists(done['checkpoint']):
+        return done
+    work_dir = osp.join(work, supernet, f'seed{seed}', 'supernet')
+    options = dict(data_options, randomness=dict(seed=seed, deterministic=False))
+    start = time.process_time()
+    metrics = run_training(config(supernet, 'supernet'), work_dir, options)
+    cpu = time.process_time() - start
+    from mmdms.apis import build_architecture
+    from mmdms.utils import count_macs, count_params
+    architecture = build_architecture(load_config(config(supernet, 'search'), data_options))
+    macs, params = count_macs(architecture, (1, 1, 28, 28)), count_params(architecture)
+    record = dict(key=key, supernet=supernet, budget='1x', method='supernet', seed=seed,
+                  subset=subset, status='ok', macs=macs, target_macs=macs, params=params,
+                  top1=metrics['accuracy/top1'], search_cpu_s=0.0, pretrain_cpu_s=0.0,
+                  train_cpu_s=cpu, train_wall_s=metrics['seconds'],
+                  checkpoint=osp.join(work_dir, 'epoch_{}.pth'.format(_epochs(supernet))),
+                  **_stamp())
+    append_result(results, record)
+    return record
+
+
+def _epochs(supernet: str) -> int:
+    from mmengine.config import Config
+    return Config.fromfile(config(supernet, 'supernet')).train_cfg.max_epochs
+
+
+def run_one(run: Run, results: str) -> dict:
+    key = run_key(run.supernet, run.budget, run.method, run.seed, run.subset)
+    print(f'[bench_peers] {key}: start', flush=True)
+    wall = time.perf_counter()
+    os.makedirs(run.work_dir, exist_ok=True)
+    try:
+        found = METHODS[run.method](run)
+        subnet = found['subnet']
+        supernet_macs = subnet['supernet']['macs']
+        target = run.ratio * supernet_macs
+        gap = subnet['macs'] / target - 1
+        if abs(gap) > MACS_TOLERANCE:
+            raise AssertionError(f'{run.method} ended at {subnet["macs"]:.0f} MACs, '
+                                 f'{gap:+.2%} from the target {target:.0f} (tolerance '
+                                 f'{MACS_TOLERANCE:.0%})')
+        options = run.options(model=dict(subnet=subnet['files']['subnet.json']))
+        if found['init'] == 'pruned':
+            options['load_from'] = subnet['files']['pruned.pth']
+        start = time.process_time()
+        metrics = run_training(config(run.supernet, 'retrain'), osp.join(run.work_dir, 'train'),
+                               options)
+        record = dict(status='ok', macs=subnet['macs'], target_macs=target, macs_gap=gap,
+                      params=subnet['params'], supernet_macs=supernet_macs,
+                      top1=metrics['accuracy/top1'], init=found['init'],
+                      search_cpu_s=found['search_cpu_s'],
+                      pretrain_cpu_s=found['pretrain_cpu_s'],
+                      train_cpu_s=time.process_time() - start, train_wall_s=metrics['seconds'],
+                      **{k: v for k, v in found.items() if k in ('tp_steps', 'search_wall_s')})
+    except Exception as e:  # recorded and reported; a rerun tries it again
+        traceback.print_exc()
+        record = dict(status='failed', error=f'{type(e).__name__}: {e}')
+    record = dict(key=key, supernet=run.supernet, budget=run.budget, method=run.method,
+                  seed=run.seed, subset=run.subset, wall_s=time.perf_counter() - wall,
+                  **record, **_stamp())
+    append_result(results, record)
+    print(f'[bench_peers] {key}: {record["status"]} '
+          f'{record.get("top1", record.get("error"))}', flush=True)
+    return record
+
+
+# the table ------------------------------------------------------------------------------------
+def _mean_std(values: List[float], digits: int = 2) -> str:
+    if not values:
+        return '–'
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'
+
+
+def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
+    """Markdown tables, one per supernet and budget, methods in :data:`METHODS` order."""
+    rows = [r for r in records.values() if r.get('subset') == subset]
+    out = []
+    for supernet in SUPERNETS:
+        base = [r for r in rows if r['supernet'] == supernet and r['method'] == 'supernet'
+                and r['status'] == 'ok']
+        if base:
+            out.append(f"\n**{supernet}** supernet: {base[0]['macs'] / 1e6:.2f}M MACs, "
+                       f"{base[0]['params'] / 1e6:.3f}M params, test top-1 "
+                       f"{_mean_std([r['top1'] for r in base])} (seeds "
+                       f"{', '.join(str(r['seed']) for r in base)}; training "
+                       f"{_mean_std([r['train_cpu_s'] for r in base], 0)} CPU-s)\n")
+        for budget in BUDGETS:
+            cell = [r for r in rows if r['supernet'] == supernet and r['budget'] == budget]
+            if not cell:
+                continue
+            out.append(f'\n{supernet}, {budget} fewer MACs:\n')
+            out.append('| method | MACs (M) | vs target | params (M) | test top-1 (%) | '
+                       'per seed | search (CPU-s) | + supernet (CPU-s) | retrain (CPU-s) |')
+            out.append('|---|---|---|---|---|---|---|---|---|')
+            for method in METHODS:
+                done = sorted((r for r in cell if r['method'] == method and r['status'] == 'ok'),
+                              key=lambda r: r['seed'])
+                failed = [r for r in cell if r['method'] == method and r['status'] != 'ok'
+                          and not any(d['seed'] == r['seed'] for d in done)]
+                if not done:
+                    status = f"failed: {failed[-1]['error'][:80]}" if failed else 'not run yet'
+                    out.append(f'| {method} | {status} | | | | | | | |')
+                    continue
+                gaps = [r['macs_gap'] for r in done]
+                per_seed = ', '.join(f"{r['top1']:.2f} (s{r['seed']})" for r in done)
+                out.append(
+                    f"| {method} | {_mean_std([r['macs'] / 1e6 for r in done])} "
+                    f"| {max(gaps, key=abs):+.1%} "
+                    f"| {_mean_std([r['params'] / 1e6 for r in done], 3)} "
+                    f"| {_mean_std([r['top1'] for r in done])} "
+                    f"| {per_seed} "
+                    f"| {_mean_std([r['search_cpu_s'] for r in done], 0)} "
+                    f"| {_mean_std([r['pretrain_cpu_s'] for r in done], 0)} "
+                    f"| {_mean_std([r['train_cpu_s'] for r in done], 0)} |")
+    return '\n'.join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--supernets', nargs='+', default=list(SUPERNETS), choices=SUPERNETS)
+    parser.add_argument('--budgets', nargs='+', default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--subset', type=int, default=10000,
+                        help='training images (class-balanced); 0: all 60,000')
+    parser.add_argument('--supernet-only', action='store_true',
+                        help='only train the supernets (e.g. --subset 0: the full-data figure)')
+    parser.add_argument('--results', default=osp.join('work_dirs', 'bench_peers',
+                                                      'results.jsonl'))
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench_peers'))
+    parser.add_argument('--table', action='store_true', help='print the tables and exit')
+    args = parser.parse_args()
+    subset = args.subset or None
+    if args.table:
+        print(table(read_results(args.results), subset))
+        return
+    if not osp.exists(osp.join(DATA_ROOT, 'train-images-idx3-ubyte')):
+        sys.exit(f"bench_peers: Fashion-MNIST is not in '{DATA_ROOT}'. Install it with: "
+                 f'{INSTALL}')
+    os.makedirs(osp.dirname(osp.abspath(args.results)), exist_ok=True)
+    work = osp.abspath(osp.join(args.work_dir, f'subset{subset or "all"}'))
+    data_options = {'train_dataloader.dataset.subset': subset,
+                    'train_dataloader.dataset.data_root': DATA_ROOT,
+                    'val_dataloader.dataset.data_root': DATA_ROOT,
+                    'test_dataloader.dataset.data_root': DATA_ROOT}
+    for seed in args.seeds:
+        for supernet in args.supernets:
+            def pretrained(supernet=supernet, seed=seed):
+                return train_supernet(supernet, seed, subset, work, data_options, args.results)
+
+            if args.supernet_only:
+                pretrained()
+                continue
+            for budget in args.budgets:
+                for method in args.methods:
+                    key = run_key(supernet, budget, method, seed, subset)
+                    if read_results(args.results).get(key, {}).get('status') == 'ok':
+                        print(f'[bench_peers] {key}: done before, skipped', flush=True)
+                        continue
+                    run_one(Run(supernet, budget, method, seed, subset,
+                                osp.join(work, supernet, f'seed{seed}', budget, method),
+                                data_options, pretrained), args.results)
+    print(table(read_results(args.results), subset))
+
+
+if __name__ == '__main__':
+    main()
