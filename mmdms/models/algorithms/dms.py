@@ -4,6 +4,7 @@ import copy
 from typing import Dict, List, Optional, Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmrazor.models.algorithms import BaseAlgorithm
 from mmrazor.registry import MODELS, TASK_UTILS
@@ -93,6 +94,30 @@ class DMS(BaseAlgorithm):
                 if not name.endswith('dms_ratio'):
                     param.requires_grad_(False)
             self.train(self.training)
+        self._register_load_state_dict_pre_hook(self._load_plain_supernet_keys)
+
+    def _load_plain_supernet_keys(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load a checkpoint of the plain supernet (``backbone.…``, as its own training saves
+        it) into :attr:`architecture` (``architecture.backbone.…``): DMS_p's
+        ``--cfg-options load_from=supernet.pth``.
+
+        Without this, mmengine's non-strict ``load_from`` matched no key, warned, and the search
+        started from random weights. A checkpoint of the search model itself (it has
+        ``architecture.`` keys) loads as it is.
+        """
+        own = prefix + 'architecture.'
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if any(k.startswith(own) for k in keys):
+            return
+        architecture_keys = set(self.architecture.state_dict(keep_vars=True))
+        plain = [k for k in keys if k[len(prefix):] in architecture_keys]
+        if not plain:
+            return
+        for key in plain:
+            state_dict[own + key[len(prefix):]] = state_dict.pop(key)
+        print_log(f'Loading a plain supernet checkpoint: {len(plain)} of the architecture\'s '
+                  f'{len(architecture_keys)} tensors found under their plain names',
+                  logger='current')
 
     def train(self, mode: bool = True) -> 'DMS':
         super().train(mode)

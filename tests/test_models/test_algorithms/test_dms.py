@@ -90,3 +90,27 @@ def test_dms_p_minus_trains_only_the_structure():
     searched.train()
     assert all(p.requires_grad for p in searched.parameters() if p.numel() > 1)
     assert all(m.training for m in searched.modules() if isinstance(m, _BatchNorm))
+
+
+def test_load_from_a_plain_supernet_checkpoint_loads_every_weight(tmp_path):
+    """DMS_p: ``load_from`` a checkpoint of the plain supernet (``backbone.…`` keys) through
+    mmengine's loader, as the Runner does; a search-model checkpoint still loads as it is."""
+    from mmengine.runner.checkpoint import load_checkpoint
+    model = build_dms()
+    torch.manual_seed(1)
+    plain = MODELS.build(dict(model._architecture_cfg, _scope_='mmpretrain'))
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.normal_()
+    torch.save(dict(state_dict=plain.state_dict()), tmp_path / 'supernet.pth')
+    # non-strict, as the Runner's load_from: the checkpoint has no structure parameters
+    load_checkpoint(model, str(tmp_path / 'supernet.pth'), map_location='cpu', strict=False)
+    loaded = model.architecture.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'search.pth')
+    again = build_dms()
+    load_checkpoint(again, str(tmp_path / 'search.pth'), map_location='cpu', strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
