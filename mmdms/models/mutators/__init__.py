@@ -1,5 +1,8 @@
-from .channel_analyzer import DMSChannelAnalyzer
+from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer
+from .diagnostics import SearchSpaceBuildError, ThinSearchSpaceError, ThinSearchSpaceWarning
 from .dms_mutator import DMSMutator, UntraceableModuleError
 from .residual_blocks import ResidualBlockMatcher
 
-__all__ = ['DMSMutator', 'UntraceableModuleError', 'ResidualBlockMatcher', 'DMSChannelAnalyzer']
+__all__ = ['DMSMutator', 'UntraceableModuleError', 'ResidualBlockMatcher', 'DMSChannelAnalyzer',
+           'ChannelTraceError', 'SearchSpaceBuildError', 'ThinSearchSpaceError',
+           'ThinSearchSpaceWarning']
