@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from collections import defaultdict
 from typing import Dict, List, Optional
 
@@ -193,8 +194,13 @@ def run_model(entry: Dict, small: int, seed: int = 0) -> Dict:
     start = time.perf_counter()
     _stage('build')
     torch.manual_seed(seed)
-    model = build_search_model(cfg).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        model = build_search_model(cfg).eval()
     result['seconds']['build'] = time.perf_counter() - start
+    thin = [str(w.message) for w in caught if w.category.__name__ == 'ThinSearchSpaceWarning']
+    if thin:  # the mutator's one warning: its first line and the reasons
+        result['warning'] = ' '.join(line.strip() for line in thin[0].splitlines()[:3])[:600]
 
     _stage('space')
     space = model.space
@@ -301,6 +307,12 @@ def table(rows: List[Dict]) -> str:
     for r in rows:
         sec = r.get('seconds', {})
         fail = '' if r['ok'] else f"{r['stage']}: {r['error']}".replace('|', '\\|')
+        if r.get('warning'):
+            fail = (fail + ' ' if fail else '') + 'warned: thin space'
+        elif r['ok'] and not r.get('ratios'):
+            fail = 'empty search space, no warning'
+        elif r['ok'] and not exact(r):
+            fail = 'not exact'
         cov = f"{r['coverage']:.0%}" if 'coverage' in r else ''
         grad = f"{r['ratios_with_gradient']}/{r['ratios']}" if 'ratios' in r else ''
         diff = f"{r['output_diff']:.1e}" if 'output_diff' in r else ''
