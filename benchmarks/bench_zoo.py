@@ -2,7 +2,7 @@
 """The zoo: does the default ``DMSMutator`` search and export every model family exactly?
 
 ``python benchmarks/bench_zoo.py --out zoo.jsonl [--families ResNet YOLOv8 ...]
-[--timeout 240] [--list] [--table]``
+[--timeout 120] [--list] [--table]``
 
 Models: every supervised image-classification architecture family of the installed mmpretrain
 (``mmpretrain.list_models(task='Image Classification')`` grouped by the model index's
@@ -354,7 +354,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='zoo.jsonl', help='results, one JSON line per model')
     parser.add_argument('--families', nargs='+', help='only these families (names as --list)')
-    parser.add_argument('--timeout', type=float, default=240, help='seconds per model')
+    parser.add_argument('--timeout', type=float, default=120,
+                        help='seconds per model (all stages, imports included)')
     parser.add_argument('--cls-size', type=int, default=64,
                         help="classifiers' input side when the model runs on it")
     parser.add_argument('--det-size', type=int, default=256,
