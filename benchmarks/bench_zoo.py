@@ -118,9 +118,10 @@ def _config_input_size(cfg, task: str) -> int:
             return max(value)
     pipeline = cfg.get('test_pipeline') or cfg.get('test_dataloader', {}).get(
         'dataset', {}).get('pipeline', [])
-    for step in pipeline:
-        for key in ('crop_size', 'scale', 'img_scale'):
-            value = step.get(key)
+    # a classifier's input is its crop (the resize before it is larger), a detector's its resize
+    for key in ('crop_size', 'scale', 'img_scale'):
+        for step in pipeline:
+            value = step.get(key) if isinstance(step, dict) else None
             if isinstance(value, int):
                 return value
             if isinstance(value, (tuple, list)) and value and isinstance(value[0], int):
@@ -190,6 +191,7 @@ def run_model(entry: Dict, small: int, seed: int = 0) -> Dict:
         size = config_size
         cfg, _ = search_config(entry, size)
     result['input'] = size
+    print(f'@input {size}', flush=True)
 
     start = time.perf_counter()
     _stage('build')
@@ -287,6 +289,9 @@ def run_isolated(entry: Dict, small: int, timeout: float) -> Dict:
         stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or '')
         result = dict(ok=False, error=f'timed out after {timeout:.0f} s')
     result['stage'] = _last_stage(stdout) if not result['ok'] else 'done'
+    sizes = [line.split()[1] for line in stdout.splitlines() if line.startswith('@input ')]
+    if sizes and 'input' not in result:
+        result['input'] = int(sizes[-1])
     result['wall_seconds'] = time.perf_counter() - start
     return dict(entry, **result)
 
