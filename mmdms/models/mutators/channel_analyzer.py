@@ -97,7 +97,8 @@ def fixed_width_reason(unit) -> str:
         if isinstance(module, nn.Module) and not isinstance(module, DynamicChannelMixin) and \
                 next(module.parameters(), None) is not None:
             return (f"its channels pass through '{name}' ({type(module).__name__}), a layer "
-                    'with parameters that no layer rule knows')
+                    "with parameters that MMRazor's pruning check did not make prunable (no "
+                    'layer rule with a check_op for its type, or MMRazor left it as it is)')
     return 'MMRazor keeps its channels fixed'
 
 
