@@ -19,6 +19,17 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def convolution_mode_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::_convolution_mode``, a conv with string padding (``padding='same'``, e.g.
+    ConvMixer's depthwise convs), which FlopAnalyzer skips (it counts ``aten::_convolution``):
+    ``prod(output shape) * C_in / groups * k_h * k_w``, its count for any other conv."""
+    weight, out = get_shape(inputs[1]), get_shape(outputs[0])
+    total = 1
+    for size in list(out) + list(weight[1:]):
+        total *= size
+    return total
+
+
 class _TensorForward(nn.Module):
     """An OpenMMLab model's ``tensor`` mode as a plain ``forward(x)`` for tracing."""
 
@@ -35,7 +46,7 @@ class _TensorForward(nn.Module):
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-adds per sample of ``model`` (eval mode) on an input of ``input_shape``, counted
     by mmengine's :class:`~mmengine.analysis.FlopAnalyzer` (one multiply-add = one "flop") plus
-    scaled dot-product attention."""
+    scaled dot-product attention and string-padded convs (which it skips)."""
     was_training = model.training
     model.eval()
     try:
@@ -43,6 +54,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
         inputs = (torch.zeros(tuple(input_shape), device=device), )
         analyzer = FlopAnalyzer(_TensorForward(model), inputs)
         analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+        analyzer.set_op_handle('aten::_convolution_mode', convolution_mode_flop_jit)
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
         with torch.no_grad():

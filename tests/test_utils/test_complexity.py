@@ -33,3 +33,10 @@ def test_conv_and_mode_restored():
     # conv 3*3*3*4 per pixel, eval BatchNorm 2 per element
     assert count_macs(model, (2, 3, 5, 5)) == 25 * (108 + 2 * 4)
     assert model.training
+
+
+def test_same_padded_conv_is_counted():
+    # FlopAnalyzer alone counts 0 for aten::_convolution_mode (padding='same', as ConvMixer)
+    model = nn.Sequential(nn.Conv2d(8, 8, 9, padding='same', groups=8),
+                          nn.Conv2d(8, 6, 3, padding='same'))
+    assert count_macs(model, (2, 8, 5, 5)) == 25 * (8 * 81 + 6 * 8 * 9)

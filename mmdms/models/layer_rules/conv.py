@@ -7,11 +7,13 @@ conv.
 * MACs: ``k_h k_w (C_in / groups) C_out H_out W_out`` (FlopAnalyzer's count); a depthwise conv
   (``groups = C_in = C_out``) scales with ``C``, not ``C^2``;
 * export: plain convs slice input and output channels, depthwise convs their one channel axis
-  (``groups`` follows). A grouped conv is refused if pruned;
+  (``groups`` follows). A grouped conv is sliced group by group: each group must keep the same
+  number of input channels and of output channels (MMRazor's channel graph ties channel ``j`` of
+  every group into one width, so the search keeps the same channels in every group);
 * latency: the static conv at the kept widths on an input of the recorded shape.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,6 +76,45 @@ def _is_depthwise(module: nn.Conv2d) -> bool:
     return module.groups == module.in_channels == module.out_channels and module.groups > 1
 
 
+def _per_group(kept: Optional[Sequence[int]], channels: int, groups: int, name: str,
+               side: str) -> List[List[int]]:
+    """``kept`` (all channels if None) split by group, as indices within the group; refused
+    unless every group keeps the same, non-zero number, in group order."""
+    per_group = channels // groups
+    kept = list(range(channels)) if kept is None else [int(i) for i in kept]
+    if any(kept[i] // per_group > kept[i + 1] // per_group for i in range(len(kept) - 1)):
+        raise SubnetError(f"'{name}' (a conv with groups={groups}): its kept {side} channels "
+                          'are not in group order')
+    split: List[List[int]] = [[] for _ in range(groups)]
+    for index in kept:
+        split[index // per_group].append(index % per_group)
+    counts = {len(g) for g in split}
+    if len(counts) != 1 or 0 in counts:
+        raise SubnetError(
+            f"'{name}' is a conv with groups={groups} whose groups keep different numbers of "
+            f'{side} channels ({[len(g) for g in split]}); a grouped conv needs the same number '
+            'in every group (a width searched across its groups, as MMRazor ties them)')
+    return split
+
+
+def _prune_grouped(module: nn.Conv2d, kept_in: Optional[Sequence[int]],
+                   kept_out: Optional[Sequence[int]], name: str) -> None:
+    """Slice a grouped conv group by group: group ``g`` keeps its kept output rows and, in
+    them, the columns of its kept input channels."""
+    groups = module.groups
+    ins = _per_group(kept_in, module.in_channels, groups, name, 'input')
+    outs = _per_group(kept_out, module.out_channels, groups, name, 'output')
+    out_per_group = module.out_channels // groups
+    weight = module.weight.data
+    rows = [g * out_per_group + j for g in range(groups) for j in outs[g]]
+    module.weight = nn.Parameter(torch.cat([
+        weight[[g * out_per_group + j for j in outs[g]]][:, ins[g]] for g in range(groups)]),
+        requires_grad=module.weight.requires_grad)
+    select_param(module, 'bias', 0, rows)
+    module.in_channels = groups * len(ins[0])
+    module.out_channels = module.weight.shape[0]
+
+
 @register_layer_rule
 class ConvRule(LayerRule):
     """``nn.Conv2d`` and its subclasses (mmcv's ``Conv2dAdaptivePadding`` included)."""
@@ -121,9 +162,10 @@ class ConvRule(LayerRule):
             width = module.weight.shape[0]
             module.in_channels = module.out_channels = module.groups = width
             return
-        if module.groups != 1 and (kept_in is not None or kept_out is not None):
-            raise SubnetError(f"'{name}' is a grouped conv (groups={module.groups}); only "
-                              'plain and depthwise convs can be pruned')
+        if module.groups != 1:
+            if kept_in is not None or kept_out is not None:
+                _prune_grouped(module, kept_in, kept_out, name)
+            return
         select_param(module, 'weight', 0, kept_out)
         select_param(module, 'weight', 1, kept_in)
         select_param(module, 'bias', 0, kept_out)

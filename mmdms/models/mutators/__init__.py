@@ -1,5 +1,9 @@
-from .channel_analyzer import DMSChannelAnalyzer
+from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer
+from .diagnostics import (SearchSpaceBuildError, SearchSpaceConfigError, ThinSearchSpaceError,
+                          ThinSearchSpaceWarning)
 from .dms_mutator import DMSMutator, UntraceableModuleError
 from .residual_blocks import ResidualBlockMatcher
 
-__all__ = ['DMSMutator', 'UntraceableModuleError', 'ResidualBlockMatcher', 'DMSChannelAnalyzer']
+__all__ = ['DMSMutator', 'UntraceableModuleError', 'ResidualBlockMatcher', 'DMSChannelAnalyzer',
+           'ChannelTraceError', 'SearchSpaceBuildError', 'SearchSpaceConfigError',
+           'ThinSearchSpaceError', 'ThinSearchSpaceWarning']

@@ -19,14 +19,20 @@ It also leaves out of the channel graph what only reads a tensor's batch or spat
 read as a consumer of all of ``x``'s channels, and the unused ``_`` as a model output, which ties
 ``x``'s width to the output and keeps it fixed. A read of the channel count that reaches a
 consumer is kept as MMRazor has it (pruning ``x`` changes that value).
+
+When MMRazor's channel graph fails on a node, :class:`ChannelTraceError` names the node and the
+module whose forward made it; :attr:`DMSChannelAnalyzer.layer_reasons` says, for each layer of a
+width MMRazor keeps fixed, why (read by the mutator's thin-space warning).
 """
 import copy
 import functools
 import operator
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.model.utils import revert_sync_batchnorm
+import torch.nn as nn
+from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
 from mmrazor.models.mutables import MutableChannelUnit, SequentialMutableChannelUnit
 from mmrazor.models.mutables.mutable_channel.units.utils import find_mutable
 from mmrazor.models.task_modules.tracer.channel_analyzer import ChannelAnalyzer
@@ -48,6 +54,52 @@ from .trace_forwards import install_trace_forwards
 _SPLIT_METHODS = ('split', 'chunk')
 _SPLIT_FUNCTIONS = (torch.split, torch.chunk, torch.Tensor.split, torch.Tensor.chunk)
 _CHANNEL_DIM = 1  # MMRazor's channel graph follows channels on axis 1 (NCHW convs)
+
+
+class ChannelTraceError(RuntimeError):
+    """MMRazor's channel graph failed on a node of the traced model."""
+
+
+def _node_module(fx_node: Optional[FxNode]) -> Tuple[str, str]:
+    """Name and type path of the innermost module whose forward made ``fx_node`` (empty for
+    the model itself)."""
+    stack = (fx_node.meta.get('nn_module_stack') or {}) if fx_node is not None else {}
+    if not stack:
+        return '', ''
+    name, module_type = list(stack.values())[-1]
+    if isinstance(module_type, type):
+        module_type = f'{module_type.__module__}.{module_type.__qualname__}'
+    return name, str(module_type)
+
+
+def _failing_node(error: BaseException) -> Optional[str]:
+    """The name of the innermost MMRazor graph node in ``error``'s traceback."""
+    name, tb = None, error.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get('self')
+        if isinstance(node, (ModuleNode, ChannelNode)):
+            name = node.name
+        tb = tb.tb_next
+    return name
+
+
+def fixed_width_reason(unit) -> str:
+    """Why MMRazor keeps the width of ``unit`` fixed (``unit.is_mutable`` is False)."""
+    if not unit.output_related or not unit.input_related:
+        return 'no layer produces or no layer reads its channels in the traced graph'
+    for channel in list(unit.input_related) + list(unit.output_related):
+        name, module = str(channel.name), channel.module
+        if name in ('input_placeholder', 'output_placeholder'):
+            side = 'input' if name.startswith('input') else 'output'
+            return (f"its channels are tied to the model's {side} in the traced graph (they "
+                    f"are the {side} channels, or an op MMRazor's tracer does not know joins "
+                    'them to those: see its "can\'t find match type" log lines)')
+        if isinstance(module, nn.Module) and not isinstance(module, DynamicChannelMixin) and \
+                next(module.parameters(), None) is not None:
+            return (f"its channels pass through '{name}' ({type(module).__name__}), a layer "
+                    "with parameters that MMRazor's pruning check did not make prunable (no "
+                    'layer rule with a check_op for its type, or MMRazor left it as it is)')
+    return 'MMRazor keeps its channels fixed'
 
 
 class SplitSpec:
@@ -152,7 +204,11 @@ class SplitItemChannelNode(ChannelNode):
         return cls(node.name, node.val, node.module_name, spec, index)
 
     def _get_out_channel_by_in_channels(self, in_channels: int) -> int:
-        return self.spec.part_sizes(in_channels)[self.index]
+        sizes = self.spec.part_sizes(in_channels)
+        if not 0 <= self.index < len(sizes):
+            # e.g. the node lost its split (no input): MMRazor names the node in its error
+            return -1
+        return sizes[self.index]
 
     def channel_forward(self, channel_tensors: List[ChannelTensor]) -> ChannelTensor:
         assert len(channel_tensors) == 1, f'{self}'
@@ -299,11 +355,22 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         module_graph.check()
 
         fx_nodes = {node.name: node for node in fx_graph.nodes}
-        channel_graph = ChannelGraph.copy_from(
-            module_graph, functools.partial(split_aware_node_converter, fx_nodes=fx_nodes))
-        channel_graph.check(fix=True)
-        channel_graph.check()
-        channel_graph.forward(self.demo_input.input_shape[1])
+        try:
+            channel_graph = ChannelGraph.copy_from(
+                module_graph, functools.partial(split_aware_node_converter, fx_nodes=fx_nodes))
+            channel_graph.check(fix=True)
+            channel_graph.check()
+            channel_graph.forward(self.demo_input.input_shape[1])
+        except Exception as e:  # noqa: BLE001  (re-raised with the node's module)
+            node = _failing_node(e)
+            first = (str(e).strip().splitlines() or [''])[0]
+            name, module_type = _node_module(fx_nodes.get(node))
+            error = ChannelTraceError(
+                f"MMRazor's channel graph fails at node '{node}' of "
+                + (f"module '{name}' ({module_type})" if name else 'the model itself')
+                + f': {type(e).__name__}: {first}')
+            error.module_name, error.module_type = name, module_type
+            raise error from e
         return self._find_mutable_units(model, channel_graph.generate_units_config())
 
     def _find_mutable_units(self, model, units_config: Dict) -> Dict:
@@ -325,6 +392,9 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         for unit in units:
             unit.prepare_for_pruning(model)
         mutable_units = [unit for unit in units if unit.is_mutable]
+        #: ``{layer: why its width is fixed}`` for the layers of widths MMRazor keeps fixed.
+        self.layer_reasons: Dict[str, str] = {}
+        self._record_reasons([(u, fixed_width_reason(u)) for u in units if not u.is_mutable])
         inputs = self.demo_input.get_data(model)
         model.eval()
         if isinstance(inputs, dict):
@@ -341,7 +411,17 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         if template_output is None:
             raise RuntimeError('The channel analyzer could not run the model on its demo input '
                                f'{self.demo_input}: check the mutator\'s parse_cfg.demo_input')
-        mutable_units = find_mutable(model, mutable_units, units, inputs, template_output)
+        checked = find_mutable(model, mutable_units, units, inputs, template_output)
+        self._record_reasons([(u, "it failed MMRazor's pruning check (a pruned copy of the "
+                               'model did not run, or changed an output shape)')
+                              for u in mutable_units if u not in checked])
+        mutable_units = checked
         return {unit.name: MutableChannelUnit.config_template(unit, with_channels=True,
                                                                with_init_args=True)
                 for unit in mutable_units}
+
+    def _record_reasons(self, units_and_reasons) -> None:
+        for unit, reason in units_and_reasons:
+            for channel in list(unit.input_related) + list(unit.output_related):
+                if isinstance(channel.module, nn.Module):
+                    self.layer_reasons.setdefault(str(channel.name), reason)

@@ -1,6 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """DMSMutator: finds every width and depth DMS can search in a real model."""
 import copy
+import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -15,7 +16,9 @@ from mmdms.models.layer_rules import searchable_layers
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
-from .channel_analyzer import DMSChannelAnalyzer  # noqa: F401  (registers it)
+from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer  # noqa: F401
+from .diagnostics import (SearchSpaceBuildError, SearchSpaceConfigError, ThinSearchSpaceError,
+                          ThinSearchSpaceWarning, build_error, fixes, group_names)
 from .norm_folding import fold_masks_into_norms
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
@@ -31,6 +34,11 @@ def shared_parameters(model: nn.Module) -> List[List[str]]:
     for name, param in model.named_parameters(remove_duplicate=False):
         holders.setdefault(id(param), []).append(name)
     return [names for names in holders.values() if len(names) > 1]
+
+
+#: Errors of the mutator that already name the module and the way out: raised as they are.
+_CLEAR_ERRORS = (UntraceableModuleError, ThinSearchSpaceError, SearchSpaceBuildError,
+                 SearchSpaceConfigError)
 
 
 @MODELS.register_module()
@@ -68,6 +76,9 @@ class DMSMutator(ChannelMutator):
             (their channels are then left unsearched); the way out for an untraceable module.
         adapter_args (dict, optional): options of family adapters' ``build_space``, by adapter
             class name, e.g. ``dict(LlamaForCausalLMAdapter=dict(tie_layer_widths=True))``.
+        strict (bool): refuse a thin search space (under :attr:`MIN_COVERAGE` of the conv /
+            linear weights searched) with :class:`ThinSearchSpaceError` instead of one
+            :class:`ThinSearchSpaceWarning`. Defaults to False.
         fold_norm_masks (bool): where a conv's input channels are ``act(bn(y))`` read by that
             conv alone, with ``act`` ReLU-like, let the BatchNorm's affine parameters apply the
             mask instead of the conv (same function, less work; see
@@ -89,6 +100,7 @@ class DMSMutator(ChannelMutator):
                  leaf_modules: Sequence[str] = (),
                  fold_norm_masks: bool = True,
                  adapter_args: Optional[Dict[str, Dict]] = None,
+                 strict: bool = False,
                  init_cfg: Optional[Dict] = None) -> None:
         channel_unit_cfg = dict(channel_unit_cfg)
         channel_unit_cfg.setdefault('type', 'DMSChannelUnit')
@@ -118,10 +130,33 @@ class DMSMutator(ChannelMutator):
         self._depth_hooks: list = []
         self.fold_norm_masks = fold_norm_masks
         self.adapter_args = {k: dict(v) for k, v in (adapter_args or {}).items()}
+        self.strict = strict
+        #: ``{layer: why}`` for conv / linear layers left out of the width search.
+        self.unsearched_reasons: Dict[str, str] = {}
+
+    #: Below this share of conv / linear weights searched, the space is thin: one warning (an
+    #: error with ``strict=True``) naming the layers left out and why.
+    MIN_COVERAGE = 0.5
 
     # preparation -----------------------------------------------------------------------------
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
-        """Find the widths and depths of ``supernet`` and make its layers apply the masks."""
+        """Find the widths and depths of ``supernet`` and make its layers apply the masks.
+
+        Raises:
+            UntraceableModuleError: a module with weights that the tracer cannot enter.
+            ThinSearchSpaceError: with ``strict=True``, a thin space.
+            SearchSpaceBuildError: any other exception, with the module it came from (the
+                innermost module of ``supernet`` in its traceback) and the ways out.
+        """
+        try:
+            self._prepare(supernet)
+        except _CLEAR_ERRORS:
+            raise
+        except Exception as e:  # noqa: BLE001  (re-raised with the module and the way out)
+            raise build_error(e, supernet, f'prepare the search space of '
+                              f'{type(supernet).__name__}') from e
+
+    def _prepare(self, supernet: nn.Module) -> None:
         shared = shared_parameters(supernet)  # before any layer becomes its DMS op
         analyzer = TASK_UTILS.build(self.parse_cfg)
         block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
@@ -130,7 +165,7 @@ class DMSMutator(ChannelMutator):
                  if adapter is not None] if self.search_width else []
         unknown = set(self.adapter_args) - {type(a).__name__ for _, a in built}
         if unknown:
-            raise ValueError(
+            raise SearchSpaceConfigError(
                 f'DMSMutator adapter_args names {sorted(unknown)}, but the adapters that build '
                 f'this model\'s space are {sorted({type(a).__name__ for _, a in built})}'
                 f'{"" if self.search_width else " (none: search_width=False)"}')
@@ -160,7 +195,7 @@ class DMSMutator(ChannelMutator):
             searched = [n for n in names if n.rpartition('.')[0] in self.space.layers
                         or self.space.block_of(n) is not None]
             if searched:
-                raise ValueError(
+                raise SearchSpaceConfigError(
                     f'{names} are one parameter (tied), and {searched} are searched (a width '
                     'or a depth mask reaches them). Untie the weights (e.g. '
                     'tie_word_embeddings=False), or keep their layers out of the search space '
@@ -187,7 +222,26 @@ class DMSMutator(ChannelMutator):
         unit_configs = analyzer.analyze(model)
         self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
         units = [ChannelUnit.init_from_cfg(model, cfg) for cfg in unit_configs.values()]
-        return self._convert_channel_unit_to_mutable(units)
+        self.unsearched_reasons.update(getattr(analyzer, 'layer_reasons', {}))
+        return self._convert_channel_unit_to_mutable(self._without_expanded(units))
+
+    def _without_expanded(self, units: List[ChannelUnit]) -> List[ChannelUnit]:
+        """The units whose layers all read their channels one to one. A layer that reads them
+        flattened with the spatial positions (VGG's classifier after ``flatten``: 512 channels
+        as 25088 features) is not searched by DMS: its unit stays fixed, with the reason."""
+        kept = []
+        for unit in units:
+            expanded = [c for c in list(unit.input_related) + list(unit.output_related)
+                        if c.num_channels != unit.num_channels]
+            if not expanded:
+                kept.append(unit)
+                continue
+            reason = (f"its {unit.num_channels} channels are read flattened with the spatial "
+                      f"positions by '{expanded[0].name}' ({expanded[0].num_channels} features),"
+                      ' which DMS does not search')
+            for channel in list(unit.input_related) + list(unit.output_related):
+                self.unsearched_reasons.setdefault(str(channel.name), reason)
+        return kept
 
     def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict) -> List[DMSChannelUnit]:
         # MMRazor's entry point, kept for callers of ChannelMutator's API
@@ -316,11 +370,35 @@ class DMSMutator(ChannelMutator):
                 run, has_head = [], child is not None
 
     def _report_coverage(self, model: nn.Module) -> None:
+        """Record the coverage; a thin space is one warning (an error with ``strict``) naming
+        the layers left out, grouped by why."""
         self.space.set_coverage(model, list(searchable_layers(model)))
         unsearched = self.space.unsearched_layers
-        if self.search_width and unsearched:
-            print_log(f'DMSMutator: {len(unsearched)} conv/linear layer(s) have no searchable '
-                      f'width: {", ".join(unsearched)}', logger='current', level=30)
+        if not self.search_width or not unsearched:
+            return
+        leaves = [n for n, m in model.named_modules() if isinstance(m, self.leaf_modules)]
+        by_reason: Dict[str, List[str]] = {}
+        for name in unsearched:
+            leaf = next((n for n in leaves if name.startswith(f'{n}.')), None)
+            reason = self.unsearched_reasons.get(name) or (
+                f"it is inside '{leaf}', a leaf module the tracer does not enter"
+                if leaf is not None else 'the tracer saw no call of it (no traced width)')
+            by_reason.setdefault(reason, []).append(name)
+        lines = '\n'.join(f'  - {group_names(names)}: {reason}'
+                          for reason, names in sorted(by_reason.items(),
+                                                      key=lambda item: -len(item[1])))
+        coverage = self.space.weight_coverage
+        head = (f'DMSMutator: {coverage:.1%} of the conv/linear weights of '
+                f'{type(model).__name__} are searched; {len(unsearched)} conv/linear layer(s) '
+                'have no searched width')
+        if coverage >= self.MIN_COVERAGE:
+            print_log(f'{head}:\n{lines}', logger='current')
+            return
+        message = (f'{head}, under the {self.MIN_COVERAGE:.0%} a useful search needs. Left '
+                   f'out, by why:\n{lines}\nWays out: {fixes()}.')
+        if self.strict:
+            raise ThinSearchSpaceError(message)
+        warnings.warn(message, ThinSearchSpaceWarning, stacklevel=2)
 
     # the search space, as the space records it -------------------------------------------------
     @property

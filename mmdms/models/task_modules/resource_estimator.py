@@ -95,6 +95,15 @@ class DMSResourceEstimator:
         try:
             with torch.no_grad():
                 forward(model, torch.zeros(self.input_shape, device=param.device))
+        except Exception as e:  # noqa: BLE001  (re-raised with where and why)
+            raise CountingForwardError(
+                f"The resource estimator's counting forward of {type(model).__name__} (tensor "
+                f'mode, zeros of shape {tuple(self.input_shape)}, no data samples) failed: '
+                f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0]} (raised at '
+                f'{_raised_at(e)}). MACs are counted from that one forward: a model whose '
+                'tensor mode needs data samples (e.g. mmdet\'s DETR family) or another input '
+                'cannot be counted yet; check the mutator\'s parse_cfg.demo_input, which sets '
+                'the shape.') from e
         finally:
             model.train(was_training)
             for handle in handles:
@@ -323,6 +332,22 @@ class DMSResourceEstimator:
             with torch.no_grad():
                 for m, ratio in zip(mutables, saved):
                     m.dms_ratio.copy_(ratio)
+
+
+class CountingForwardError(RuntimeError):
+    """The estimator's one recorded forward failed."""
+
+
+def _raised_at(error: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``error``'s traceback."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return 'an unknown place'
+    code = tb.tb_frame.f_code
+    path = code.co_filename.split('site-packages/')[-1]
+    return f'{path}:{tb.tb_lineno} in {code.co_name}'
 
 
 def _tensor_mode(model: nn.Module, x: Tensor):

@@ -1,0 +1,50 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""A width read flattened with the spatial positions (VGG's classifier after ``flatten``) stays
+fixed, with the reason, and the rest of the model is searched and exported exactly (it crashed
+with ``'DMSMutableChannel' object has no attribute 'expand_mutable_channel'``)."""
+import torch.nn as nn
+from mmengine.model import BaseModel
+
+from mmdms.apis import hard_mask_difference
+from mmdms.models import DMS, DMSSubnet
+from mmdms.structures import subnet_from_algorithm
+from mmdms.utils import count_macs, count_params
+from dms_test_utils import randomize_structure
+
+SHAPE = (1, 3, 16, 16)
+
+
+class TinyVGG(BaseModel):
+    """VGG's layout: convs, a max pool, ``flatten`` and a fully connected classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.classifier = nn.Sequential(nn.Linear(6 * 4 * 4, 12), nn.ReLU(), nn.Linear(12, 4))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.classifier(self.features(inputs).flatten(1))
+
+
+def test_flattened_width_is_fixed_and_the_rest_exports_exactly():
+    search = DMS(TinyVGG(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer')))
+    mutator = search.mutator
+    searched = {n for group in search.space.widths.values() for n in group.layers}
+    assert searched >= {'features.0', 'features.3', 'classifier.0', 'classifier.2'}
+    assert mutator.unsearched_reasons['features.3'] == (
+        "its 6 channels are read flattened with the spatial positions by 'classifier.0' (96 "
+        'features), which DMS does not search')
+    assert [m.num_channels for m in search.space.width_mutables()] == [8, 12]
+
+    randomize_structure(search.eval(), seed=1)
+    subnet = subnet_from_algorithm(search)
+    architecture = TinyVGG()
+    architecture.load_state_dict(search.architecture.state_dict())
+    static = DMSSubnet(architecture, subnet)
+    assert static.architecture.features[3].out_channels == 6  # the flattened width, fixed
+    assert hard_mask_difference(search, static, (2, ) + SHAPE[1:]) <= 1e-5
+    assert count_macs(static, SHAPE) == subnet['macs']
+    assert count_params(static) == subnet['params']

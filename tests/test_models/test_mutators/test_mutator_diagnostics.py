@@ -1,0 +1,149 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""No silent failures: a thin search space is one warning naming what was left out and why
+(an error with ``strict=True``); an exception inside the mutator names the module and the way
+out."""
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
+from mmrazor.registry import MODELS
+
+from mmdms.models import (SearchSpaceBuildError, ThinSearchSpaceError, ThinSearchSpaceWarning)
+from mmdms.models.adapters import FamilyAdapter
+from mmdms.models.mutators.diagnostics import group_names
+from mmdms.registry import ADAPTERS
+
+
+def build_mutator(size=16, **kwargs):
+    cfg = dict(_scope_='mmrazor', type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=(1, 3, size, size), tracer_type='FxTracer'))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def prepare_recording(model, **kwargs):
+    """Prepare ``model``; the ThinSearchSpaceWarnings it gave."""
+    mutator = build_mutator(**kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        mutator.prepare_from_supernet(model)
+    return mutator, [w for w in caught if issubclass(w.category, ThinSearchSpaceWarning)]
+
+
+class PReLUNet(nn.Module):
+    """Every width goes through a PReLU with one slope per channel, a layer with parameters
+    MMRazor cannot prune: no width can be searched."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                    nn.Conv2d(8, 8, 3, padding=1)])
+        self.acts = nn.ModuleList([nn.PReLU(8) for _ in range(3)])
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        for conv, act in zip(self.convs, self.acts):
+            x = act(conv(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class SearchableNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.body(torch.relu(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_thin_space_is_one_warning_naming_the_layers_and_why():
+    mutator, caught = prepare_recording(PReLUNet())
+    assert mutator.weight_coverage < 0.5
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert 'convs.1' in message and "'acts.1' (PReLU)" in message
+    assert 'did not make prunable' in message and 'leaf_modules' in message
+
+
+def test_thin_space_is_an_error_with_strict():
+    with pytest.raises(ThinSearchSpaceError, match='did not make prunable'):
+        build_mutator(strict=True).prepare_from_supernet(PReLUNet())
+
+
+def test_searchable_model_gives_no_warning_even_with_strict():
+    mutator, caught = prepare_recording(SearchableNet(), strict=True)
+    assert caught == [] and mutator.weight_coverage > 0.5
+
+
+def convnext_v2(depths=(2, 2, 2, 2), channels=(8, 16, 32, 64)):
+    """ConvNeXt-V2 (GRN, no layer scale) of mmpretrain, at a small size."""
+    return MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='ConvNeXt', arch=dict(depths=list(depths), channels=list(channels)),
+                      use_grn=True, layer_scale_init_value=0.),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=channels[-1]))).eval()
+
+
+def test_convnext_v2_empty_space_is_not_silent():
+    # ConvNeXt-V2's LayerNorm2d and GRN are unknown to MMRazor's tracer, which ties every width
+    # to the model's input: 0 widths (as mmpretrain's convnext-v2-atto at 32 px). Said once,
+    # grouped, not 25 names.
+    mutator, caught = prepare_recording(convnext_v2(), size=32)
+    assert mutator.weight_coverage == 0.0 and len(mutator.space.widths) == 0
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "tied to the model's input" in message
+    assert 'backbone.stages.* (24)' in message and message.count('pointwise_conv') == 0
+
+
+class BrokenBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class BrokenNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = BrokenBlock()
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.block(torch.relu(self.stem(x))).mean(dim=(2, 3)))
+
+
+@ADAPTERS.register_module()
+class BrokenBlockAdapter(FamilyAdapter):
+    """An adapter with a bug: its space builder indexes past a list."""
+    module_type = BrokenBlock
+
+    def build_space(self, model, name, space, mutable_args):
+        return [][1]
+
+
+def test_exception_inside_the_mutator_names_the_module_and_the_way_out():
+    with pytest.raises(SearchSpaceBuildError) as info:
+        build_mutator().prepare_from_supernet(BrokenNet())
+    message = str(info.value)
+    assert 'IndexError: list index out of range' in message
+    assert "module 'block'" in message and f'{__name__}.BrokenBlock' in message
+    assert f"leaf_modules=['{__name__}.BrokenBlock']" in message and 'adapter' in message
+    assert isinstance(info.value.__cause__, IndexError)
+
+
+def test_group_names_bounds_the_list():
+    names = [f'backbone.stages.{s}.{b}.conv{i}' for s in range(4) for b in range(3)
+             for i in range(2)] + ['head.fc']
+    assert group_names(names) == ('backbone.stages.0.* (6), backbone.stages.1.* (6), '
+                                  'backbone.stages.2.* (6), backbone.stages.3.* (6), head.fc')
+    assert group_names(names, limit=2) == 'backbone.stages.* (24), head.fc'
+    assert group_names(names[:3]) == ', '.join(names[:3])
