@@ -68,8 +68,11 @@ def _is_homogeneous(model: nn.Module, node: FxNode) -> bool:
 
 
 def _is_sum(node: FxNode) -> bool:
-    return (node.op == 'call_function' and node.target in SUM_FUNCTIONS and not node.kwargs) or \
-        (node.op == 'call_method' and node.target in SUM_METHODS and not node.kwargs)
+    """A sum of two tensors (not of a tensor and a constant: ``m x + c != m (x + c)``)."""
+    if node.kwargs or len(node.args) != 2 or not all(isinstance(a, FxNode) for a in node.args):
+        return False
+    return (node.op == 'call_function' and node.target in SUM_FUNCTIONS) or \
+        (node.op == 'call_method' and node.target in SUM_METHODS)
 
 
 def _commutes(model: nn.Module, node: FxNode) -> bool:
