@@ -23,7 +23,9 @@ class SearchSpaceBuildError(RuntimeError):
 
 class SearchSpaceConfigError(ValueError):
     """The mutator's options or the model's parameters contradict the search (an unknown
-    adapter in ``adapter_args``, a tied weight in a searched layer); says which and the fix."""
+    adapter in ``adapter_args``, a tied weight in a searched layer, an importance such as
+    ``'l1'`` that some mutables have no weights for); says which and the fix. A ``ValueError``,
+    raised as it is, not wrapped in :class:`SearchSpaceBuildError`."""
 
 
 class ThinSearchSpaceError(ValueError):

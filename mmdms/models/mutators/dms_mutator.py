@@ -182,7 +182,10 @@ class DMSMutator(ChannelMutator):
         self._check_shared_parameters(shared)
         named = {f'width {key}': group.mutable for key, group in self.space.widths.items()}
         named.update({f'depth {key}': stage.mutable for key, stage in self.space.stages.items()})
-        check_weight_norm_sources(named)
+        try:
+            check_weight_norm_sources(named)
+        except ValueError as e:  # an option that does not fit this model: said as it is
+            raise SearchSpaceConfigError(str(e)) from e
         self._report_coverage(supernet)
         print_log(self.summary(), logger='current')
 
