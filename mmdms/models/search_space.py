@@ -44,6 +44,17 @@ def container_mask(layer: nn.Module, attr: str) -> MaskFn:
     return container.mask
 
 
+def sole_mutable(container):
+    """The one DMS mutable spanning all of a channel ``container``'s channels, else None."""
+    mutables = getattr(container, 'mutable_channels', {})
+    if len(mutables) != 1:
+        return None
+    (start, end), mutable = next(iter(mutables.items()))
+    if start != 0 or end != container.num_channels or not hasattr(mutable, 'soft_mask'):
+        return None
+    return mutable
+
+
 @dataclass
 class LayerMasks:
     """The masks on a layer's input channels and output channels."""

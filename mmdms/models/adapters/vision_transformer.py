@@ -30,7 +30,7 @@ from mmdms.models.architectures import PrunedMultiheadAttention
 from mmdms.models.layer_rules import (DMSInputMaskMixin, DMSLayerNorm, LayerCall, LayerRule,
                                       MaskReader, mask_input_channels, register_layer_rule)
 from mmdms.models.mutables import DMSMutableChannel
-from mmdms.models.search_space import container_mask, mutable_mask, no_mask
+from mmdms.models.search_space import container_mask, mutable_mask, no_mask, sole_mutable
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter, ResidualBlockAdapter
 
@@ -250,17 +250,12 @@ def _fold_into_layer_norms(backbone: nn.Module, layer: str, readers: tuple) -> N
         return  # another forward may read the norms elsewhere
     for norm_name, reader_name in zip(('ln1', 'ln2'), readers):
         norm, reader = getattr(encoder, norm_name, None), backbone.get_submodule(reader_name)
-        mutable = _sole_mutable_of(norm)
-        if isinstance(norm, DMSLayerNorm) and isinstance(reader, DMSInputMaskMixin) and \
-                mutable is not None and mutable is _sole_mutable_of(reader):
+        if not (isinstance(norm, DMSLayerNorm) and isinstance(reader, DMSInputMaskMixin)):
+            continue
+        mutable = sole_mutable(norm.get_mutable_attr('in_channels'))
+        if mutable is not None and \
+                mutable is sole_mutable(reader.get_mutable_attr('in_channels')):
             reader.fold_input_mask = True
-
-
-def _sole_mutable_of(layer: nn.Module):
-    container = layer.get_mutable_attr('in_channels') if hasattr(layer, 'get_mutable_attr') \
-        else None
-    mutables = list(getattr(container, 'mutable_channels', {}).values())
-    return mutables[0] if len(mutables) == 1 else None
 
 
 def _record_containers(space, model: nn.Module, name: str) -> None:

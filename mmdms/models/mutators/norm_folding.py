@@ -27,6 +27,8 @@ from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmdms.models.search_space import sole_mutable
+
 #: Activations with ``act(m x) = m act(x)`` for every ``m >= 0``.
 HOMOGENEOUS_MODULES = (nn.ReLU, nn.LeakyReLU)
 HOMOGENEOUS_FUNCTIONS = (F.relu, torch.relu, torch.relu_, F.leaky_relu)
@@ -159,17 +161,6 @@ def norm_streams(fx_graph: FxGraph, model: nn.Module) -> List[Stream]:
     return streams
 
 
-def _sole_mutable(container):
-    """The one mutable spanning all of ``container``'s channels, else None."""
-    mutables = getattr(container, 'mutable_channels', {})
-    if len(mutables) != 1:
-        return None
-    (start, end), mutable = next(iter(mutables.items()))
-    if start != 0 or end != container.num_channels or not hasattr(mutable, 'soft_mask'):
-        return None
-    return mutable
-
-
 def fold_masks_into_norms(model: nn.Module, streams: List[Stream]) -> List[str]:
     """Let each stream's BatchNorms apply the mask of its readers where all of them are DMS ops
     of one and the same mutable. A SyncBatchNorm keeps its own forward (the folded one would
@@ -186,9 +177,9 @@ def fold_masks_into_norms(model: nn.Module, streams: List[Stream]) -> List[str]:
                 not all(hasattr(n, 'fold_output_mask') and not isinstance(n, nn.SyncBatchNorm)
                         for n in norms):
             continue
-        mutables = {id(_sole_mutable(r.get_mutable_attr('in_channels'))) for r in readers} | \
-            {id(_sole_mutable(n.get_mutable_attr('out_channels'))) for n in norms}
-        mutable = _sole_mutable(readers[0].get_mutable_attr('in_channels'))
+        mutables = {id(sole_mutable(r.get_mutable_attr('in_channels'))) for r in readers} | \
+            {id(sole_mutable(n.get_mutable_attr('out_channels'))) for n in norms}
+        mutable = sole_mutable(readers[0].get_mutable_attr('in_channels'))
         if mutable is None or len(mutables) != 1:
             continue
         for reader in readers:
