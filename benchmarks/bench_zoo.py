@@ -180,7 +180,8 @@ def run_model(entry: Dict, small: int, seed: int = 0) -> Dict:
     import torch
 
     import mmdms  # noqa: F401
-    from mmdms.apis import build_search_model, hard_mask_difference, static_subnet
+    from mmdms.apis import (build_search_model, hard_mask_difference, set_random_structure,
+                            static_subnet)
     from mmdms.structures import subnet_from_algorithm
     from mmdms.utils import count_macs, count_params
 
@@ -214,11 +215,7 @@ def run_model(entry: Dict, small: int, seed: int = 0) -> Dict:
     start = time.perf_counter()
     _stage('gradient')
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mutable in model.dms_mutables():
-            mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
-            mutable.set_kept(int(torch.randint(mutable.min_elements, mutable.num_elements + 1,
-                                               (1, ), generator=g)))
+    set_random_structure(model, g)
     ratios = model.structure_parameters()
     x = torch.randn((1, 3, size, size), generator=g)
     outputs = [t for t in _tensors(model(x, mode='tensor')) if t.is_floating_point()]

@@ -16,7 +16,7 @@ import os.path as osp
 import torch
 
 import mmdms  # noqa: F401
-from mmdms.apis import build_search_model, load_config, static_subnet
+from mmdms.apis import build_search_model, load_config, set_random_structure, static_subnet
 from mmdms.structures import subnet_from_algorithm
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -42,11 +42,7 @@ def fingerprint(name: str, seed: int) -> dict:
     torch.manual_seed(seed)
     model = build_search_model(cfg).eval()
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mutable in model.dms_mutables():
-            mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
-            mutable.set_kept(int(torch.randint(mutable.min_elements, mutable.num_elements + 1,
-                                               (1, ), generator=g)))
+    set_random_structure(model, g)
     counts = {f'{r}_{kind}': model.estimator.estimate(r, hard=kind == 'hard').item()
               for r in ('macs', 'params') for kind in ('soft', 'hard')}
     shape = tuple(model.estimator.input_shape)

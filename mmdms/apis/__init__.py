@@ -1,4 +1,4 @@
-from .channel_selection import set_kept_channels, width_producers
+from .channel_selection import set_kept_channels, set_random_structure, width_producers
 from .export import (OUTPUT_TOLERANCE, export_subnet, hard_mask_difference, initialized_subnet,
                      resource_table, static_subnet)
 from .retrain_config import SEARCH_HOOKS, retrain_config, strip_pretrained
@@ -10,5 +10,6 @@ from .uniform_scaling import uniform_structure
 __all__ = ['CheckpointMismatchError', 'OUTPUT_TOLERANCE', 'SEARCH_HOOKS', 'architecture_cfg',
            'build_architecture', 'build_search_model', 'export_subnet', 'hard_mask_difference',
            'initialized_subnet', 'load_config', 'load_search_checkpoint', 'resource_table',
-           'retrain_config', 'run_search', 'run_training', 'set_kept_channels', 'static_subnet',
-           'strip_pretrained', 'uniform_structure', 'width_producers']
+           'retrain_config', 'run_search', 'run_training', 'set_kept_channels',
+           'set_random_structure', 'static_subnet', 'strip_pretrained', 'uniform_structure',
+           'width_producers']

@@ -57,3 +57,13 @@ def set_kept_channels(algorithm: nn.Module, kept: Dict[str, Sequence[int]]) -> N
                                f'{sorted(mutable.kept_channel_indices())}, not {indices}')
     for mutable in algorithm.space.depth_mutables():
         mutable.set_kept(mutable.num_elements)
+
+
+@torch.no_grad()
+def set_random_structure(algorithm: nn.Module, generator: torch.Generator) -> None:
+    """A seeded random structure: for every width and depth, a random importance and a random
+    kept count between its minimum and all (what the exactness checks export)."""
+    for mutable in algorithm.dms_mutables():
+        mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=generator))
+        mutable.set_kept(int(torch.randint(mutable.min_elements, mutable.num_elements + 1,
+                                           (1, ), generator=generator)))

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import mmdms  # noqa: F401  (compat shims before mmrazor is imported)
-from mmdms.apis import hard_mask_difference
+from mmdms.apis import hard_mask_difference, set_random_structure
 from mmdms.models import DMSSubnet
 from mmdms.models.architectures import RemovedBlock
 from mmdms.models.layer_rules import LAYER_RULES
@@ -42,11 +42,8 @@ def search_of(doc, seed, **kwargs):
     search = doc['DMS'](doc['StyleNet'](), mutator=dict(type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer')), **kwargs)
     g = torch.Generator().manual_seed(seed)
+    set_random_structure(search, g)
     with torch.no_grad():
-        for mutable in search.dms_mutables():
-            mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
-            mutable.set_kept(int(torch.randint(mutable.min_elements, mutable.num_elements + 1,
-                                               (1, ), generator=g)))
         for module in search.modules():
             if isinstance(module, nn.InstanceNorm2d):
                 module.weight.uniform_(0.5, 1.5, generator=g)
