@@ -48,6 +48,10 @@ class MaskReader:
     """What a rule may read of the search space while counting: the masks of a layer and the
     expected (soft) or exact (hard) width a mask keeps.
 
+    One reader serves one count: the width of each distinct mask tensor is summed once (a
+    mutable's mask is shared by all the layers of its group), and hard widths are Python
+    floats (exact integers), so a hard count runs no tensor arithmetic per layer.
+
     Args:
         space: the :class:`~mmdms.models.search_space.SearchSpace`.
         hard (bool): count with the 0/1 masks (exact, float64).
@@ -56,6 +60,8 @@ class MaskReader:
 
     def __init__(self, space, hard: bool = False, full: bool = False) -> None:
         self.space, self.hard, self.full = space, hard, full
+        # id(mask) -> (mask, its sum); the mask is kept so that its id is not reused
+        self._sums: Dict[int, tuple] = {}
 
     def mask(self, fn: Callable[[bool], Optional[Tensor]]) -> Optional[Tensor]:
         """The mask ``fn`` gives (``None``: every channel kept)."""
@@ -64,16 +70,31 @@ class MaskReader:
         mask = fn(self.hard)
         return mask.double() if self.hard and mask is not None else mask
 
+    def masked_width(self, fn: Callable[[bool], Optional[Tensor]]):
+        """Channels the mask ``fn`` keeps (its sum), ``None`` where there is no mask."""
+        if self.full:
+            return None
+        mask = fn(self.hard)
+        return None if mask is None else self._sum(mask)
+
     def width(self, fn: Callable[[bool], Optional[Tensor]], full: Union[int, float]):
         """Channels the mask ``fn`` keeps (its sum), ``full`` where there is no mask."""
-        mask = self.mask(fn)
-        return full if mask is None else mask.sum()
+        width = self.masked_width(fn)
+        return full if width is None else width
 
     def mutable_width(self, mutable) -> Any:
         """Elements one mutable keeps."""
         if self.full:
             return mutable.num_channels
-        return (mutable.hard_mask.double() if self.hard else mutable.soft_mask).sum()
+        return self._sum(mutable.hard_mask if self.hard else mutable.soft_mask)
+
+    def _sum(self, mask: Tensor):
+        found = self._sums.get(id(mask))
+        if found is None or found[0] is not mask:
+            # a 0/1 mask sums exactly in float32 below 2^24 channels
+            total = float(mask.sum()) if self.hard else mask.sum()
+            found = self._sums[id(mask)] = (mask, total)
+        return found[1]
 
     def layer(self, name: str):
         """The :class:`~mmdms.models.search_space.LayerMasks` of layer ``name``."""
@@ -171,12 +192,11 @@ class LayerRule:
         """The kept widths the cost depends on; by default ``(c_in, c_out)`` from the layer's
         input and output masks (one mask, whichever side carries it, if channel-wise)."""
         masks = reader.layer(call.name)
-        in_mask, out_mask = reader.mask(masks.in_mask), reader.mask(masks.out_mask)
-        c_in = call.in_channels if in_mask is None else in_mask.sum()
-        c_out = call.out_channels if out_mask is None else out_mask.sum()
-        if self.channelwise(call):
-            c_in = c_out = c_in if in_mask is not None else c_out
-        return c_in, c_out
+        c_in, c_out = reader.masked_width(masks.in_mask), reader.masked_width(masks.out_mask)
+        if self.channelwise(call) and (c_in is not None or c_out is not None):
+            c_in = c_out = c_in if c_in is not None else c_out
+        return (call.in_channels if c_in is None else c_in,
+                call.out_channels if c_out is None else c_out)
 
     def macs(self, call: LayerCall, widths: tuple):
         """Multiply-adds of one call at ``widths``, as mmengine's ``FlopAnalyzer`` counts them

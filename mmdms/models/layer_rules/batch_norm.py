@@ -99,7 +99,7 @@ class BatchNormRule(LayerRule):
         return True
 
     def macs(self, call: LayerCall, widths: tuple):
-        return (2 if call.affine else 1) * widths[0] * call.positions
+        return (2 if call.affine else 1) * call.positions * widths[0]
 
     def params(self, call: LayerCall, widths: tuple):
         return 2 * widths[0] if call.affine else 0

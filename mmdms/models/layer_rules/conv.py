@@ -140,9 +140,11 @@ class ConvRule(LayerRule):
 
     def macs(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
+        # constants first: one tensor operation per width at soft masks
         if call.depthwise:  # C_in / groups = 1
-            return call.kernel * c_out * call.positions
-        return call.kernel * c_in * c_out / call.groups * call.positions
+            return call.kernel * call.positions * c_out
+        macs = call.kernel * call.positions * c_in * c_out
+        return macs if call.groups == 1 else macs / call.groups
 
     def params(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths

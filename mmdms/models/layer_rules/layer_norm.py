@@ -54,7 +54,7 @@ class NormRule(LayerRule):
         return True
 
     def macs(self, call: LayerCall, widths: tuple):
-        return (5 if call.affine else 4) * widths[0] * call.positions
+        return (5 if call.affine else 4) * call.positions * widths[0]
 
     def params(self, call: LayerCall, widths: tuple):
         return 2 * widths[0] if call.affine else 0

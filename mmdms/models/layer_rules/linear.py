@@ -47,7 +47,7 @@ class LinearRule(LayerRule):
 
     def macs(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
-        return c_in * c_out * call.positions
+        return call.positions * c_in * c_out
 
     def params(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths

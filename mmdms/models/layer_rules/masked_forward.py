@@ -25,6 +25,11 @@ from torch import Tensor
 from .base import replace_with_dms_op
 
 
+def _has_soft_mask(mutable) -> bool:
+    """A DMS mutable (checked on the class: ``hasattr`` on the instance computes the mask)."""
+    return hasattr(type(mutable), 'soft_mask')
+
+
 @MODELS.register_module()
 class DMSMaskContainer(MutableChannelContainer):
     """MMRazor's channel container that also assembles the soft mask of its channels.
@@ -43,15 +48,17 @@ class DMSMaskContainer(MutableChannelContainer):
 
         ``None`` when no DMS mutable is registered (the layer keeps all its channels).
         """
-        mutables = list(self.mutable_channels.values())
-        if not any(hasattr(m, 'soft_mask') for m in mutables):
-            return None
-        if len(mutables) == 1:
-            (start, end), = self.mutable_channels.keys()
+        if len(self.mutable_channels) == 1:  # the usual case, read at every forward
+            ((start, end), mutable), = self.mutable_channels.items()
             if start == 0 and end == self.num_channels:
-                return mutables[0].hard_mask if hard else mutables[0].soft_mask
+                if not _has_soft_mask(mutable):
+                    return None
+                return mutable.hard_mask if hard else mutable.soft_mask
+        mutables = list(self.mutable_channels.values())
+        if not any(_has_soft_mask(m) for m in mutables):
+            return None
         self._fill_unregistered_range()
-        parts = [(m.hard_mask if hard else m.soft_mask) if hasattr(m, 'soft_mask')
+        parts = [(m.hard_mask if hard else m.soft_mask) if _has_soft_mask(m)
                  else m.current_mask.float() for m in self.mutable_channels.values()]
         device = next((p.device for p in parts), None)
         return torch.cat([p.to(device) for p in parts])

@@ -28,4 +28,4 @@ class AdaptiveAvgPoolRule(LayerRule):
         return width, width
 
     def macs(self, call: LayerCall, widths: tuple):
-        return widths[0] * call.positions
+        return call.positions * widths[0]

@@ -19,6 +19,7 @@ Hard-mask counts are accumulated in float64, so that they are exact integers als
 Parameters: every parameter of the model, each layer's counted from its expected widths, and
 parameters owned by no layer (class token, position embedding) scaled on a searched last axis.
 """
+import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -58,6 +59,8 @@ class DMSResourceEstimator:
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
         self.latency_model: Optional[LatencyModel] = None
         self._full = False
+        #: per count (:meth:`estimate`): each stage's block masks, split once
+        self._depth_memo: Optional[dict] = None
         self._forward: Callable[[nn.Module, Tensor], object] = _tensor_mode
 
     # recording ---------------------------------------------------------------------------------
@@ -172,46 +175,66 @@ class DMSResourceEstimator:
         return MaskReader(self.space, hard=hard, full=self._full)
 
     def _depth_weight(self, name: str, hard: bool):
+        """The mask of the block ``name`` lies in (1 outside depth-searched stages); hard: a
+        Python float."""
         found = self.space.block_of(name)
         if found is None or self._full:
             return 1.0
         mutable, index = found
-        return mutable.element_hard_mask()[index].double() if hard else \
-            mutable.block_masks[index]
+        memo = self._depth_memo
+        key = (id(mutable), hard)
+        masks = memo.get(key) if memo is not None else None
+        if masks is None:
+            # one mask per block, split once per count instead of one select per layer
+            masks = mutable.element_hard_mask().tolist() if hard else \
+                mutable.block_masks.unbind()
+            if memo is not None:
+                memo[key] = masks
+        return masks[index]
 
     def call_macs(self, call: LayerCall, hard: bool = False,
-                  reader: Optional[MaskReader] = None):
+                  reader: Optional[MaskReader] = None) -> Tensor:
         """Expected multiply-adds of one recorded call, its block's depth mask aside."""
         reader = reader or self._reader(hard)
-        return call.rule.macs(call, call.rule.widths(call, reader))
+        return torch.as_tensor(call.rule.macs(call, call.rule.widths(call, reader)),
+                               dtype=self._dtype(hard))
 
     def macs(self, hard: bool = False) -> Tensor:
         """Expected multiply-adds per sample (exact with ``hard`` masks)."""
-        total, reader = 0., self._reader(hard)
-        for call in self.calls:
-            total = total + self.call_macs(call, hard, reader) * \
-                self._depth_weight(call.name, hard)
-        return torch.as_tensor(total, dtype=self._dtype(hard))
+        reader = self._reader(hard)
+        return self._total([_weighted(call.rule.macs(call, call.rule.widths(call, reader)),
+                                      self._depth_weight(call.name, hard))
+                            for call in self.calls], hard)
 
     def _dtype(self, hard: bool) -> torch.dtype:
         return torch.float64 if hard or self._full else torch.float32
 
+    def _total(self, terms: list, hard: bool) -> Tensor:
+        """The sum of per-layer costs. Numbers (every hard count) are added exactly in Python;
+        tensors (soft counts) in one stacked sum: one autograd node, not one per layer."""
+        dtype = self._dtype(hard)
+        tensors = [t.to(dtype) for t in terms if isinstance(t, Tensor)]
+        total = math.fsum(t for t in terms if not isinstance(t, Tensor))
+        if tensors:
+            return torch.stack([t.reshape(()) for t in tensors]).sum() + total
+        return torch.tensor(total, dtype=dtype)
+
     def params(self, hard: bool = False) -> Tensor:
         """Expected number of parameters (exact with ``hard`` masks)."""
-        total, reader = float(self._fixed_params), self._reader(hard)
-        seen = set()
+        reader, seen = self._reader(hard), set()
+        terms = [float(self._fixed_params)]
         for call in self.calls:
             if not call.rule.owns_params or call.name in seen:
                 continue
             seen.add(call.name)
             params = call.rule.params(call, call.rule.widths(call, reader))
-            total = total + params * self._depth_weight(call.name, hard)
+            terms.append(_weighted(params, self._depth_weight(call.name, hard)))
         for name, rows in self._free_params:
             width = reader.width(self.space.params[name], self._param_widths[name])
-            total = total + rows * width * self._depth_weight(name, hard)
+            terms.append(_weighted(rows * width, self._depth_weight(name, hard)))
         for name, numel in self._block_params.items():
-            total = total + numel * self._depth_weight(name, hard)
-        return torch.as_tensor(total, dtype=self._dtype(hard))
+            terms.append(_weighted(numel, self._depth_weight(name, hard)))
+        return self._total(terms, hard)
 
     def latency(self, hard: bool = False) -> Tensor:
         """Expected latency in ms: the fitted per-layer model's sum, corrected to the measured
@@ -244,10 +267,12 @@ class DMSResourceEstimator:
             raise ValueError(f"Unknown resource type '{resource}': {type(self).__name__} counts "
                              f'{self.resource_types}')
         self._full = full
+        self._depth_memo = {}
         try:
             return getattr(self, resource)(hard)
         finally:
             self._full = False
+            self._depth_memo = None
 
     def fit_latency(self, model: nn.Module, supernet: Optional[nn.Module] = None,
                     correction: Optional[str] = None, timer: Optional[Timer] = None,
@@ -371,3 +396,11 @@ def known_resource_types() -> tuple:
         if isinstance(cls, type) and issubclass(cls, DMSResourceEstimator):
             types += [t for t in cls.resource_types if t not in types]
     return tuple(types)
+
+
+def _weighted(cost, depth):
+    """``cost`` times a block's depth mask; no operation where the layer is in no searched
+    block (``depth`` is the number 1)."""
+    if not isinstance(depth, Tensor) and depth == 1:
+        return cost
+    return cost * depth
