@@ -18,7 +18,9 @@ For each search config in ``configs/dms/`` two models are built with the same we
   one ``model.train_step``.
 
 The two steps alternate in one process; each figure is the median of ``--repeats`` steps after
-``--warmup`` steps of each. The same synthetic batch is used throughout (classifiers: random
+``--warmup`` steps of each. **Paired** ratios are the median (and quartiles) of the ratios of a
+DMS step and the plain step run right after it: on a shared machine the same step's time
+drifts by tens of percent within a minute, and the two steps of a pair share the conditions. The same synthetic batch is used throughout (classifiers: random
 images and labels; YOLOv8: random images with two boxes each, at ``--yolo-size``). The per-phase
 times come from timers wrapped around the estimator, ``optim_wrapper.backward`` / ``step`` /
 ``zero_grad`` and the hooks of the same steps; ``forward`` is the rest of ``train_step`` (data
@@ -282,6 +284,23 @@ PHASES = ('forward', 'estimator soft', 'estimator hard', 'backward', 'estimator 
           'forward + backward alone')
 
 
+def paired_ratios(dms: list, plain: list) -> tuple:
+    """Median and quartiles of the ratios of the DMS and plain steps run next to each other.
+
+    On a shared machine the speed of the same step drifts by tens of percent within a minute;
+    the two steps of a pair see nearly the same conditions, so their ratio is steadier than
+    the ratio of the two medians."""
+    ratios = [d / p for d, p in zip(dms, plain)]
+    if len(ratios) < 2:
+        return (ratios[0], ratios[0], ratios[0])
+    q1, q2, q3 = statistics.quantiles(ratios, n=4)
+    return (statistics.median(ratios), q1, q3)
+
+
+def fmt_paired(paired: tuple) -> str:
+    return f'{paired[0]:.3f}× [{paired[1]:.2f}–{paired[2]:.2f}]'
+
+
 def median_phases(steps: list) -> dict:
     keys = {k for s in steps for k in s}
     return {k: tuple(statistics.median(s.get(k, (0.0, 0.0))[i] for s in steps)
@@ -338,26 +357,32 @@ def main() -> None:
         plain['forward + backward alone'] = tuple(statistics.median(t[i] for t in plain_fb)
                                                   for i in range(2))
         dms['estimator soft backward'] = case.estimator_backward(args.repeats)
+        dms['paired step'] = paired_ratios([d['total'][0] for d in dms_steps],
+                                           [p['total'][0] for p in plain_steps])
+        dms['paired fwd+bwd'] = paired_ratios([d[0] for d in dms_fb], [p[0] for p in plain_fb])
         positive = sum(case.resource_positive[args.warmup:])
         results.append((name, size, dms, plain, positive, args.repeats))
         fb_d, fb_p = dms['forward + backward alone'], plain['forward + backward alone']
         print(f'{name}: DMS {dms["total"][0]:.3f} s, plain {plain["total"][0]:.3f} s, ratio '
               f'{dms["total"][0] / plain["total"][0]:.3f} (CPU time: '
-              f'{dms["total"][1] / plain["total"][1]:.3f}); forward + backward alone: ratio '
-              f'{fb_d[0] / fb_p[0]:.3f} (CPU time: {fb_d[1] / fb_p[1]:.3f})', flush=True)
+              f'{dms["total"][1] / plain["total"][1]:.3f}; paired: '
+              f'{fmt_paired(dms["paired step"])}); forward + backward alone: ratio '
+              f'{fb_d[0] / fb_p[0]:.3f} (CPU time: {fb_d[1] / fb_p[1]:.3f}; paired: '
+              f'{fmt_paired(dms["paired fwd+bwd"])})', flush=True)
         del case
 
     print('\n| config (supernet) | input | plain step (s) | DMS step (s) | DMS / plain | '
-          'CPU time DMS / plain | fwd+bwd alone: plain / DMS (s) | DMS / plain | '
-          'CPU time DMS / plain |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          'CPU time DMS / plain | paired DMS / plain [quartiles] | fwd+bwd alone: plain / '
+          'DMS (s) | DMS / plain | CPU time DMS / plain | paired DMS / plain [quartiles] |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for name, size, dms, plain, _, _ in results:
         (pw, pc), (dw, dc) = plain['total'], dms['total']
         (fpw, fpc), (fdw, fdc) = plain['forward + backward alone'], \
             dms['forward + backward alone']
         print(f'| `{name}.py` ({SUPERNETS[name]}) | {args.batch}×3×{size}² | {pw:.2f} | '
-              f'{dw:.2f} | **{dw / pw:.3f}×** | {dc / pc:.3f}× | {fpw:.2f} / {fdw:.2f} | '
-              f'**{fdw / fpw:.3f}×** | {fdc / fpc:.3f}× |')
+              f'{dw:.2f} | {dw / pw:.3f}× | {dc / pc:.3f}× | '
+              f'**{fmt_paired(dms["paired step"])}** | {fpw:.2f} / {fdw:.2f} | '
+              f'{fdw / fpw:.3f}× | {fdc / fpc:.3f}× | **{fmt_paired(dms["paired fwd+bwd"])}** |')
     index = 0 if args.clock == 'wall' else 1
     print(f'\nPer phase, median {args.clock} ms, plain / DMS ("estimator soft backward" is timed '
           'alone and is part of the DMS "backward"):\n')
