@@ -28,6 +28,7 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
+from .cost_polynomial import CompiledCost, compile_cost
 from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
                             latency_correction, per_layer_correction, time_ms)
 
@@ -59,6 +60,9 @@ class DMSResourceEstimator:
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
         self.latency_model: Optional[LatencyModel] = None
         self._full = False
+        #: soft counts compiled into polynomials of the widths (None: not compilable), by
+        #: resource; rebuilt by :meth:`prepare`
+        self._compiled: Dict[str, Optional[CompiledCost]] = {}
         #: per count (:meth:`estimate`): each stage's block masks, split once
         self._depth_memo: Optional[dict] = None
         self._forward: Callable[[nn.Module, Tensor], object] = _tensor_mode
@@ -70,6 +74,7 @@ class DMSResourceEstimator:
         ``input_shape`` (``forward(model, x)``; default ``model(x, mode='tensor')``), for the
         masks of ``space`` (:class:`~mmdms.models.search_space.SearchSpace`)."""
         self.space = space
+        self._compiled = {}
         forward = forward or _tensor_mode
         self._forward = forward
         self.calls = []
@@ -201,10 +206,43 @@ class DMSResourceEstimator:
 
     def macs(self, hard: bool = False) -> Tensor:
         """Expected multiply-adds per sample (exact with ``hard`` masks)."""
+        return self._count('macs', self._macs_terms, hard)
+
+    def params(self, hard: bool = False) -> Tensor:
+        """Expected number of parameters (exact with ``hard`` masks)."""
+        return self._count('params', self._params_terms, hard)
+
+    def _count(self, resource: str, terms_of: Callable, hard: bool) -> Tensor:
+        """The sum of ``terms_of(reader, depth)``: soft counts through their compiled
+        polynomial (:mod:`.cost_polynomial`) where the rules allow it."""
+        if not hard and not self._full:
+            if resource not in self._compiled:
+                self._compiled[resource] = compile_cost(self.space, terms_of,
+                                                        self.space.block_of)
+            compiled = self._compiled[resource]
+            if compiled is not None:
+                return compiled.evaluate()
         reader = self._reader(hard)
-        return self._total([_weighted(call.rule.macs(call, call.rule.widths(call, reader)),
-                                      self._depth_weight(call.name, hard))
-                            for call in self.calls], hard)
+        return self._total(terms_of(reader, lambda name: self._depth_weight(name, hard)), hard)
+
+    def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
+        return [_weighted(call.rule.macs(call, call.rule.widths(call, reader)), depth(call.name))
+                for call in self.calls]
+
+    def _params_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
+        terms, seen = [float(self._fixed_params)], set()
+        for call in self.calls:
+            if not call.rule.owns_params or call.name in seen:
+                continue
+            seen.add(call.name)
+            params = call.rule.params(call, call.rule.widths(call, reader))
+            terms.append(_weighted(params, depth(call.name)))
+        for name, rows in self._free_params:
+            width = reader.width(self.space.params[name], self._param_widths[name])
+            terms.append(_weighted(rows * width, depth(name)))
+        for name, numel in self._block_params.items():
+            terms.append(_weighted(numel, depth(name)))
+        return terms
 
     def _dtype(self, hard: bool) -> torch.dtype:
         return torch.float64 if hard or self._full else torch.float32
@@ -218,23 +256,6 @@ class DMSResourceEstimator:
         if tensors:
             return torch.stack([t.reshape(()) for t in tensors]).sum() + total
         return torch.tensor(total, dtype=dtype)
-
-    def params(self, hard: bool = False) -> Tensor:
-        """Expected number of parameters (exact with ``hard`` masks)."""
-        reader, seen = self._reader(hard), set()
-        terms = [float(self._fixed_params)]
-        for call in self.calls:
-            if not call.rule.owns_params or call.name in seen:
-                continue
-            seen.add(call.name)
-            params = call.rule.params(call, call.rule.widths(call, reader))
-            terms.append(_weighted(params, self._depth_weight(call.name, hard)))
-        for name, rows in self._free_params:
-            width = reader.width(self.space.params[name], self._param_widths[name])
-            terms.append(_weighted(rows * width, self._depth_weight(name, hard)))
-        for name, numel in self._block_params.items():
-            terms.append(_weighted(numel, self._depth_weight(name, hard)))
-        return self._total(terms, hard)
 
     def latency(self, hard: bool = False) -> Tensor:
         """Expected latency in ms: the fitted per-layer model's sum, corrected to the measured
