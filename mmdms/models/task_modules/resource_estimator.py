@@ -9,10 +9,13 @@ masks they are the exact counts of the pruned static model, as mmengine's ``Flop
 counts them (one multiply-add as one "flop"): convs (depthwise ones linear in C), linears,
 searched attentions, norms and adaptive average pooling.
 
+* matrix products that no layer makes (``q @ k.transpose(-2, -1)`` in an attention's own code,
+  YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
+  :class:`~.functional_macs.MatmulRecorder` during the same forward, at fixed sizes, weighted
+  by their block's depth mask;
 * element-wise ops, max pooling and upsampling are not counted. ``FlopAnalyzer`` skips the first
-  two; it counts nearest upsampling (one per output element) and YOLOv8's head's fixed DFL
-  ``matmul`` with ``proj``: 0.013% and 0.003% of the YOLOv8 supernet's MACs, 0.06% of a random
-  subnet's (the classifiers have neither).
+  two; it counts nearest upsampling (one per output element): 0.013% of the YOLOv8 supernet's
+  MACs (the classifiers have none).
 
 Hard-mask counts are accumulated in float64, so that they are exact integers also beyond 2^24.
 
@@ -27,6 +30,7 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
+from .functional_macs import MatmulRecorder
 from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
                             latency_correction, per_layer_correction, time_ms)
 
@@ -53,6 +57,8 @@ class DMSResourceEstimator:
         self.calls: List[LayerCall] = []
         self.space = None
         self._fixed_params = 0
+        #: ``(module, MACs)`` of the matrix products no layer makes (fixed sizes).
+        self.products: List[tuple] = []
         self._block_params: Dict[str, int] = {}
         self._free_params: List[tuple] = []
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
@@ -72,10 +78,12 @@ class DMSResourceEstimator:
         self.calls = []
         handles = []
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
+        ruled = set()
         for name, module in model.named_modules():
             rule = rule_for(module)
             if rule is None or not rule.counted(name, space):
                 continue
+            ruled.add(name)
 
             def hook(mod, args, kwargs, out, name=name, rule=rule):
                 # the first input, passed by position or (HF attention) by keyword
@@ -92,8 +100,9 @@ class DMSResourceEstimator:
         param = next(model.parameters())
         was_training = model.training
         model.eval()
+        recorder = MatmulRecorder(model, ruled.__contains__)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), recorder:
                 forward(model, torch.zeros(self.input_shape, device=param.device))
         except Exception as e:  # noqa: BLE001  (re-raised with where and why)
             raise CountingForwardError(
@@ -106,8 +115,10 @@ class DMSResourceEstimator:
                 'the shape.') from e
         finally:
             model.train(was_training)
+            recorder.remove()
             for handle in handles:
                 handle.remove()
+        self.products = recorder.products
         self._split_params(model)
 
     def _split_params(self, model: nn.Module) -> None:
@@ -191,6 +202,8 @@ class DMSResourceEstimator:
         for call in self.calls:
             total = total + self.call_macs(call, hard, reader) * \
                 self._depth_weight(call.name, hard)
+        for name, macs in self.products:
+            total = total + macs * self._depth_weight(name, hard)
         return torch.as_tensor(total, dtype=self._dtype(hard))
 
     def _dtype(self, hard: bool) -> torch.dtype:
