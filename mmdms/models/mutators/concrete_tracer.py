@@ -138,6 +138,10 @@ class ConcreteFxTracer(RecordingFxTracer):
         leaf_module (tuple): module types the tracer does not enter.
     """
 
+    default_reason = ('its forward fails on traced tensors even with its Python control flow '
+                      'run on the demo input (e.g. it checks isinstance(x, torch.Tensor), or '
+                      'passes them to a compiled op)')
+
     def __init__(self, inputs: Dict[str, Any], leaf_module: Tuple = ()) -> None:
         super().__init__(leaf_module=leaf_module)
         self.inputs = dict(inputs)

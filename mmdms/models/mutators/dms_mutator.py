@@ -286,7 +286,7 @@ class DMSMutator(ChannelMutator):
                 continue  # nothing searchable is hidden inside it
             path = f'{module_type.__module__}.{module_type.__qualname__}'
             raise UntraceableModuleError(
-                f"MMRazor's channel tracer cannot trace module '{name}' ({path}): {reason}. "
+                f"The channel tracer cannot trace module '{name}' ({path}): {reason}. "
                 'Its layers would silently drop out of the '
                 f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
                 'channels then stay fixed), or make it traceable (e.g. a family adapter with a '
