@@ -79,6 +79,7 @@ class DMSResourceEstimator:
         handles = []
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
         ruled = set()
+        batch = self.input_shape[0]
         for name, module in model.named_modules():
             rule = rule_for(module)
             if rule is None or not rule.counted(name, space):
@@ -90,6 +91,12 @@ class DMSResourceEstimator:
                 x = args[0] if args else next(iter(kwargs.values()))
                 call = rule.record(name, mod, x, out)
                 call.rule = rule
+                # rules count per element of the first axis; a layer run on windows or patches
+                # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more
+                # of them than the forward has samples
+                lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
+                if lead != batch and lead % batch == 0:
+                    call.positions = call.positions * (lead // batch)
                 self.calls.append(call)
                 if rule.channels_from_consumer:
                     pool_outputs.append((out, call))

@@ -50,30 +50,34 @@ class PaddedNet(BaseModel):
 class TokenBlock(nn.Module):
     """A pre-norm transformer block written as Swin's: it asserts the token count."""
 
-    def __init__(self, dim: int, hidden: int, heads: int) -> None:
+    def __init__(self, dim: int, hidden: int, heads: int, windows: int = 1) -> None:
         super().__init__()
-        self.heads, self.head_dims = heads, dim // heads
+        self.heads, self.head_dims, self.windows = heads, dim // heads, windows
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
 
     def forward(self, x, hw_shape):
-        B, L, _ = x.shape
+        B, L, C = x.shape
         assert L == hw_shape[0] * hw_shape[1], 'input feature has wrong size'
-        qkv = self.qkv(self.norm1(x)).reshape(B, L, 3, self.heads, self.head_dims)
+        B, L = B * self.windows, L // self.windows  # attention within windows, as Swin's
+        qkv = self.qkv(self.norm1(x).reshape(B, L, C)).reshape(B, L, 3, self.heads,
+                                                               self.head_dims)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         attn = (q * self.head_dims**-0.5 @ k.transpose(-2, -1)).softmax(dim=-1)
-        x = x + self.proj((attn @ v).transpose(1, 2).reshape(B, L, self.heads * self.head_dims))
+        y = self.proj((attn @ v).transpose(1, 2).reshape(B, L, self.heads * self.head_dims))
+        x = x + y.reshape(x.shape)
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 
 class TokenNet(BaseModel):
     """Patch embedding, two token blocks, a LayerNorm, mean pooling and a classifier."""
 
-    def __init__(self, dim: int = 16, hidden: int = 24, heads: int = 2) -> None:
+    def __init__(self, dim: int = 16, hidden: int = 24, heads: int = 2,
+                 windows: int = 1) -> None:
         super().__init__()
         self.embed = nn.Conv2d(3, dim, 4, 4)
-        self.blocks = nn.ModuleList([TokenBlock(dim, hidden, heads) for _ in range(2)])
+        self.blocks = nn.ModuleList([TokenBlock(dim, hidden, heads, windows) for _ in range(2)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, 5)
 
@@ -137,9 +141,18 @@ def test_shape_control_flow_is_traced_on_the_demo_input():
     assert_exports_exactly(search, PaddedNet, shape)
 
 
-def test_token_model_searches_stream_and_mlp_widths_and_counts_attention_products():
+class WindowedTokenNet(TokenNet):
+    """TokenNet with its attention run on 2 windows of 8 tokens: (2 B, 8, C)."""
+
+    def __init__(self) -> None:
+        super().__init__(windows=2)
+
+
+@pytest.mark.parametrize('model_type, tokens', [(TokenNet, 16), (WindowedTokenNet, 8)])
+def test_token_model_searches_stream_and_mlp_widths_and_counts_attention_products(
+        model_type, tokens):
     shape = (1, 3, 16, 16)
-    search = search_model(TokenNet(), shape)
+    search = search_model(model_type(), shape)
     assert search.mutator.concretely_traced == ['blocks.0', 'blocks.1']
     widths = {frozenset(group.layers): group.mutable.num_channels
               for group in search.space.widths.values()}
@@ -148,9 +161,14 @@ def test_token_model_searches_stream_and_mlp_widths_and_counts_attention_product
             'head'} <= stream
     assert sorted(widths.values()) == [16, 24, 24]  # the stream and each MLP's hidden width
     assert search.space.weight_coverage == 1.0
-    # q @ k^T and attn @ v of each block: 2 heads x 16 x 16 tokens x 8 dims, twice
-    assert [macs for _, macs in search.estimator.products] == [2 * 16 * 16 * 8] * 4
-    assert_exports_exactly(search, TokenNet, shape)
+    # q @ k^T and attn @ v of each block: 2 heads x tokens^2 x 8 dims per window, twice
+    windows = 16 // tokens
+    assert [macs for _, macs in search.estimator.products] == \
+        [windows * 2 * tokens * tokens * 8] * 4
+    # a layer run on (windows, tokens, C) counts every window of the sample
+    qkv = next(call for call in search.estimator.calls if call.name == 'blocks.0.qkv')
+    assert qkv.positions == 16
+    assert_exports_exactly(search, model_type, shape)
 
 
 def test_value_dependent_control_flow_is_one_warning_naming_the_module_and_the_line():
