@@ -334,6 +334,19 @@ def parse_fx_graph(fx_graph: FxGraph, drop: set) -> BaseGraph:
     return graph
 
 
+def _mmcv_wrapper_ops() -> Dict[type, type]:
+    """MMRazor's dynamic ops for mmcv's ``Linear`` and ``Conv2d`` wrappers (mmcv's ``FFN`` is
+    built of its ``Linear``). MMRazor's check replaces layers by their exact type, so without
+    these every width through an mmcv FFN (Swin, Twins, TNT, ...) was left unsearched. The
+    wrappers compute what ``nn.Linear`` / ``nn.Conv2d`` do on non-empty inputs."""
+    try:
+        from mmcv.cnn.bricks.wrappers import Conv2d, Linear
+    except ImportError:
+        return {}
+    from mmrazor.models.architectures.dynamic_ops import DynamicConv2d, DynamicLinear
+    return {Linear: DynamicLinear, Conv2d: DynamicConv2d}
+
+
 class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     """The unit of MMRazor's pruning check, with the ``check_op`` of every layer rule that has
     one next to MMRazor's own dynamic ops."""
@@ -353,6 +366,7 @@ class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     def prepare_for_pruning(self, model: torch.nn.Module) -> None:
         extra = {t: rule.check_op for t, rule in LAYER_RULES.items()
                  if getattr(rule, 'check_op', None) is not None}
+        extra.update(_mmcv_wrapper_ops())
         if extra:
             self._replace_with_dynamic_ops(model, extra)
         super().prepare_for_pruning(model)

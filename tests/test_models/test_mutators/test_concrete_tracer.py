@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import Linear
 from mmengine.model import BaseModel
 
 from mmdms.apis import hard_mask_difference, set_random_structure
@@ -55,7 +56,8 @@ class TokenBlock(nn.Module):
         self.heads, self.head_dims, self.windows = heads, dim // heads, windows
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        # mmcv's Linear, as mmcv's FFN (Swin's, Twins') builds it
+        self.fc1, self.act, self.fc2 = Linear(dim, hidden), nn.GELU(), Linear(hidden, dim)
 
     def forward(self, x, hw_shape):
         B, L, C = x.shape
