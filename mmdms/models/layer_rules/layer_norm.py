@@ -36,6 +36,24 @@ class DMSLayerNorm(DynamicLayerNorm):
         return masked_layer_norm(x, mask.to(x.dtype), weight, bias, self.eps)
 
 
+class DynamicLastAxisLayerNorm(DynamicLayerNorm):
+    """MMRazor's ``DynamicLayerNorm`` (the op of its pruning check) for an input of any rank
+    normalised over its last axis; MMRazor's own accepts 3-D inputs only. It keeps the
+    weights."""
+
+    @classmethod
+    def convert_from(cls, module: nn.LayerNorm) -> 'DynamicLastAxisLayerNorm':
+        new = cls(module.normalized_shape, eps=module.eps,
+                  elementwise_affine=module.elementwise_affine)
+        new.load_state_dict(module.state_dict())
+        return new
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if len(self.normalized_shape) != 1:
+            raise ValueError('only a LayerNorm over the last axis can be pruned, this one '
+                             f'normalises {tuple(self.normalized_shape)}')
+
+
 class NormRule(LayerRule):
     """Shared counting of the layer and group norms: ``5 * elements`` MACs (4 without affine),
     ``2 C`` parameters."""
@@ -66,6 +84,7 @@ class LayerNormRule(NormRule):
 
     module_types = (nn.LayerNorm, )
     dms_ops = {nn.LayerNorm: DMSLayerNorm}
+    check_op = DynamicLastAxisLayerNorm
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.normalized_shape[-1], module.normalized_shape[-1]

@@ -1,9 +1,11 @@
 from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer
 from .diagnostics import (SearchSpaceBuildError, SearchSpaceConfigError, ThinSearchSpaceError,
-                          ThinSearchSpaceWarning)
+                          ThinSearchSpaceWarning, ValueDependentTraceWarning)
+from .concrete_tracer import ConcreteFxTracer
 from .dms_mutator import DMSMutator, UntraceableModuleError
 from .residual_blocks import ResidualBlockMatcher
 
 __all__ = ['DMSMutator', 'UntraceableModuleError', 'ResidualBlockMatcher', 'DMSChannelAnalyzer',
            'ChannelTraceError', 'SearchSpaceBuildError', 'SearchSpaceConfigError',
-           'ThinSearchSpaceError', 'ThinSearchSpaceWarning']
+           'ThinSearchSpaceError', 'ThinSearchSpaceWarning', 'ValueDependentTraceWarning',
+           'ConcreteFxTracer']

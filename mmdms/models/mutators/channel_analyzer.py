@@ -26,6 +26,7 @@ width MMRazor keeps fixed, why (read by the mutator's thin-space warning).
 """
 import copy
 import functools
+import inspect
 import operator
 from typing import Dict, List, Optional, Tuple
 
@@ -40,14 +41,16 @@ from mmrazor.registry import TASK_UTILS
 from mmrazor.structures.graph.base_graph import BaseGraph
 from mmrazor.structures.graph.channel_flow import ChannelTensor
 from mmrazor.structures.graph.channel_graph import ChannelGraph
-from mmrazor.structures.graph.channel_nodes import (ChannelNode, assert_channel,
+from mmrazor.structures.graph.channel_nodes import (ChannelNode, PassUnionChannelNode,
+                                                    assert_channel,
                                                     default_channel_node_converter)
 from mmrazor.structures.graph.module_graph import FxTracerToGraphConverter, ModuleNode
 from mmrazor.structures.graph.pseudo_fx_graph import FxBaseNode
 from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
-from mmdms.models.layer_rules import LAYER_RULES
+from mmdms.models.layer_rules import LAYER_RULES, searchable_layers
+from .concrete_tracer import ConcreteFxTracer
 from .norm_folding import norm_streams
 from .trace_forwards import install_trace_forwards
 
@@ -100,6 +103,14 @@ def fixed_width_reason(unit) -> str:
                     "with parameters that MMRazor's pruning check did not make prunable (no "
                     'layer rule with a check_op for its type, or MMRazor left it as it is)')
     return 'MMRazor keeps its channels fixed'
+
+
+def hidden_searchable_modules(model: nn.Module, tracer) -> List[str]:
+    """The modules ``tracer`` (a :class:`~.recording_tracer.RecordingFxTracer`) could not
+    enter that hold searchable layers (their channels would drop out of the search)."""
+    modules = dict(model.named_modules())
+    return [name for name in getattr(tracer, 'untraced', {})
+            if name in modules and next(searchable_layers(modules[name]), None) is not None]
 
 
 class SplitSpec:
@@ -221,8 +232,28 @@ class SplitItemChannelNode(ChannelNode):
         return super().__repr__() + f'_item({self.index})'
 
 
+class LayerNormChannelNode(PassUnionChannelNode):
+    """A LayerNorm over the last axis: its channels pass through, and it has
+    ``normalized_shape[-1]`` of them (MMRazor's default node takes the count from its input
+    node, which need not know it)."""
+
+    @property
+    def _in_channels(self) -> int:
+        return self.val.normalized_shape[-1]
+
+    @property
+    def _out_channels(self) -> int:
+        return self.val.normalized_shape[-1]
+
+    def __repr__(self) -> str:
+        return super().__repr__() + '_ln'
+
+
 def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode]) -> ChannelNode:
-    """MMRazor's node converter, with channel splits and the parts picked from them."""
+    """MMRazor's node converter, with channel splits, the parts picked from them and
+    LayerNorms over the last axis."""
+    if type(node.val) is nn.LayerNorm and len(node.val.normalized_shape) == 1:
+        return LayerNormChannelNode.copy_from(node)
     fx_node = fx_nodes.get(node.name)
     if fx_node is not None:
         spec = SplitSpec.from_fx_node(fx_node)
@@ -303,6 +334,19 @@ def parse_fx_graph(fx_graph: FxGraph, drop: set) -> BaseGraph:
     return graph
 
 
+def _mmcv_wrapper_ops() -> Dict[type, type]:
+    """MMRazor's dynamic ops for mmcv's ``Linear`` and ``Conv2d`` wrappers (mmcv's ``FFN`` is
+    built of its ``Linear``). MMRazor's check replaces layers by their exact type, so without
+    these every width through an mmcv FFN (Swin, Twins, TNT, ...) was left unsearched. The
+    wrappers compute what ``nn.Linear`` / ``nn.Conv2d`` do on non-empty inputs."""
+    try:
+        from mmcv.cnn.bricks.wrappers import Conv2d, Linear
+    except ImportError:
+        return {}
+    from mmrazor.models.architectures.dynamic_ops import DynamicConv2d, DynamicLinear
+    return {Linear: DynamicLinear, Conv2d: DynamicConv2d}
+
+
 class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     """The unit of MMRazor's pruning check, with the ``check_op`` of every layer rule that has
     one next to MMRazor's own dynamic ops."""
@@ -322,6 +366,7 @@ class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     def prepare_for_pruning(self, model: torch.nn.Module) -> None:
         extra = {t: rule.check_op for t, rule in LAYER_RULES.items()
                  if getattr(rule, 'check_op', None) is not None}
+        extra.update(_mmcv_wrapper_ops())
         if extra:
             self._replace_with_dynamic_ops(model, extra)
         super().prepare_for_pruning(model)
@@ -344,6 +389,13 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         model.eval()
         install_trace_forwards(model)
         fx_graph = self._fx_trace(model)
+        #: The modules with searchable layers MMRazor's tracer could not enter; if any, the
+        #: graph is :class:`ConcreteFxTracer`'s (:attr:`traced_concretely`).
+        self.hidden_modules = hidden_searchable_modules(model, self.tracer)
+        self.traced_concretely = bool(self.hidden_modules)
+        if self.traced_concretely:
+            self.tracer = ConcreteFxTracer({}, leaf_module=tuple(self.tracer.leaf_module))
+            fx_graph = self._fx_trace(model)
         fx_graph.owning_module = model
         #: The streams whose readers' input masks their BatchNorms can apply (DMSMutator).
         self.norm_streams = norm_streams(fx_graph, model)
@@ -372,6 +424,20 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
             error.module_name, error.module_type = name, module_type
             raise error from e
         return self._find_mutable_units(model, channel_graph.generate_units_config())
+
+    def _fx_trace(self, model: nn.Module) -> FxGraph:
+        """MMRazor's ``_fx_trace``; a :class:`ConcreteFxTracer` also gets the demo input as
+        the concrete value of the forward's input."""
+        if not isinstance(self.tracer, ConcreteFxTracer):
+            return super()._fx_trace(model)
+        args = self.demo_input.get_data(model)
+        if isinstance(args, dict):
+            self.tracer.inputs = {'inputs': args.pop('inputs')}
+            args['mode'] = 'tensor'
+            return self.tracer.trace(model, concrete_args=args)
+        first = next(iter(inspect.signature(model.forward).parameters))
+        self.tracer.inputs = {first: args}
+        return self.tracer.trace(model)
 
     def _find_mutable_units(self, model, units_config: Dict) -> Dict:
         """MMRazor's check that each width can be pruned (a pruned copy must run and keep its

@@ -36,6 +36,12 @@ class ThinSearchSpaceWarning(UserWarning):
     """The search space covers too few conv / linear weights."""
 
 
+class ValueDependentTraceWarning(UserWarning):
+    """The model's Python code decided something on a tensor's values while it was traced on the
+    demo input (``if x.sum() > 0``, ``int(t)``): the channel graph is that of the path the demo
+    input took there."""
+
+
 def type_path(module_type: type) -> str:
     return f'{module_type.__module__}.{module_type.__qualname__}'
 

@@ -18,7 +18,8 @@ from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer  # noqa: F401
 from .diagnostics import (SearchSpaceBuildError, SearchSpaceConfigError, ThinSearchSpaceError,
-                          ThinSearchSpaceWarning, build_error, fixes, group_names)
+                          ThinSearchSpaceWarning, ValueDependentTraceWarning, build_error,
+                          fixes, group_names)
 from .norm_folding import fold_masks_into_norms
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
@@ -133,6 +134,9 @@ class DMSMutator(ChannelMutator):
         self.strict = strict
         #: ``{layer: why}`` for conv / linear layers left out of the width search.
         self.unsearched_reasons: Dict[str, str] = {}
+        #: The modules MMRazor's symbolic tracer could not enter; if any, the channel graph is
+        #: the executed graph of the demo input (:class:`~.concrete_tracer.ConcreteFxTracer`).
+        self.concretely_traced: List[str] = []
 
     #: Below this share of conv / linear weights searched, the space is thin: one warning (an
     #: error with ``strict=True``) naming the layers left out and why.
@@ -224,6 +228,8 @@ class DMSMutator(ChannelMutator):
                 leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules + extra_leaves)
         unit_configs = analyzer.analyze(model)
         self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
+        if getattr(analyzer, 'traced_concretely', False):
+            self._report_concrete_trace(analyzer)
         units = [ChannelUnit.init_from_cfg(model, cfg) for cfg in unit_configs.values()]
         self.unsearched_reasons.update(getattr(analyzer, 'layer_reasons', {}))
         return self._convert_channel_unit_to_mutable(self._without_expanded(units))
@@ -250,6 +256,27 @@ class DMSMutator(ChannelMutator):
         # MMRazor's entry point, kept for callers of ChannelMutator's API
         return self._units_from_tracer(model, TASK_UTILS.build(parse_cfg))
 
+    def _report_concrete_trace(self, analyzer) -> None:
+        """Say that the channel graph is the executed graph of the demo input, and (one
+        warning) where the model's code decided on tensor values."""
+        self.concretely_traced = list(analyzer.hidden_modules)
+        print_log('DMSMutator: MMRazor\'s tracer cannot enter '
+                  f'{group_names(analyzer.hidden_modules)} (Python control flow on traced '
+                  'values); the channel graph is the executed graph of the demo input '
+                  f'{tuple(analyzer.demo_input.input_shape)} (ConcreteFxTracer)',
+                  logger='current')
+        reads = analyzer.tracer.value_reads
+        if reads:
+            lines = '\n'.join(f"  - '{module}': {what}" if module else f'  - {what}'
+                              for module, what in reads.items())
+            warnings.warn(
+                'DMSMutator: the model decides on tensor values in Python while it is traced '
+                f'on the demo input, so its channel graph is that of the path the demo input '
+                f'took there:\n{lines}\nIf another input takes another path through layers '
+                'with searched widths, keep such a module out of the width search with '
+                "DMSMutator(leaf_modules=['<import path>']).", ValueDependentTraceWarning,
+                stacklevel=3)
+
     def _check_untraced(self, model: nn.Module, untraced: Dict[str, tuple]) -> None:
         """One clear error for a module with weights that the tracer could not enter."""
         modules = dict(model.named_modules())
@@ -259,7 +286,7 @@ class DMSMutator(ChannelMutator):
                 continue  # nothing searchable is hidden inside it
             path = f'{module_type.__module__}.{module_type.__qualname__}'
             raise UntraceableModuleError(
-                f"MMRazor's channel tracer cannot trace module '{name}' ({path}): {reason}. "
+                f"The channel tracer cannot trace module '{name}' ({path}): {reason}. "
                 'Its layers would silently drop out of the '
                 f"width search. Exclude it with DMSMutator(leaf_modules=['{path}']) (its "
                 'channels then stay fixed), or make it traceable (e.g. a family adapter with a '

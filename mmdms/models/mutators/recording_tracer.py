@@ -17,6 +17,10 @@ class RecordingFxTracer(MMFxTracer):
     each such module's name to ``(type, reason)``, for modules that are not declared leaves.
     """
 
+    #: Why a module was not entered, when no exception says it.
+    default_reason = ('its forward could not be traced symbolically (e.g. data-dependent '
+                      'control flow)')
+
     def __init__(self, leaf_module: Tuple = ()) -> None:
         super().__init__(leaf_module=leaf_module)
         self.untraced: Dict[str, Tuple[type, str]] = {}
@@ -40,8 +44,6 @@ class RecordingFxTracer(MMFxTracer):
                 continue
             if node.op == 'call_module' and self.is_leaf_module(module, node.target):
                 continue
-            reason = self._errors.get(node.target,
-                                      'its forward could not be traced symbolically (e.g. '
-                                      'data-dependent control flow)')
+            reason = self._errors.get(node.target, self.default_reason)
             self.untraced.setdefault(node.target, (type(module), reason))
         return graph

@@ -9,10 +9,13 @@ masks they are the exact counts of the pruned static model, as mmengine's ``Flop
 counts them (one multiply-add as one "flop"): convs (depthwise ones linear in C), linears,
 searched attentions, norms and adaptive average pooling.
 
+* matrix products that no layer makes (``q @ k.transpose(-2, -1)`` in an attention's own code,
+  YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
+  :class:`~.functional_macs.MatmulRecorder` during the same forward, at fixed sizes, weighted
+  by their block's depth mask;
 * element-wise ops, max pooling and upsampling are not counted. ``FlopAnalyzer`` skips the first
-  two; it counts nearest upsampling (one per output element) and YOLOv8's head's fixed DFL
-  ``matmul`` with ``proj``: 0.013% and 0.003% of the YOLOv8 supernet's MACs, 0.06% of a random
-  subnet's (the classifiers have neither).
+  two; it counts nearest upsampling (one per output element): 0.013% of the YOLOv8 supernet's
+  MACs (the classifiers have none).
 
 Hard-mask counts are accumulated in float64, so that they are exact integers also beyond 2^24.
 
@@ -29,6 +32,7 @@ from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
 from .cost_polynomial import CompiledCost, compile_cost
+from .functional_macs import MatmulRecorder
 from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
                             latency_correction, per_layer_correction, time_ms)
 
@@ -55,6 +59,8 @@ class DMSResourceEstimator:
         self.calls: List[LayerCall] = []
         self.space = None
         self._fixed_params = 0
+        #: ``(module, MACs)`` of the matrix products no layer makes (fixed sizes).
+        self.products: List[tuple] = []
         self._block_params: Dict[str, int] = {}
         self._free_params: List[tuple] = []
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
@@ -80,16 +86,25 @@ class DMSResourceEstimator:
         self.calls = []
         handles = []
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
+        ruled = set()
+        batch = self.input_shape[0]
         for name, module in model.named_modules():
             rule = rule_for(module)
             if rule is None or not rule.counted(name, space):
                 continue
+            ruled.add(name)
 
             def hook(mod, args, kwargs, out, name=name, rule=rule):
                 # the first input, passed by position or (HF attention) by keyword
                 x = args[0] if args else next(iter(kwargs.values()))
                 call = rule.record(name, mod, x, out)
                 call.rule = rule
+                # rules count per element of the first axis; a layer run on windows or patches
+                # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more
+                # of them than the forward has samples
+                lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
+                if lead != batch and lead % batch == 0:
+                    call.positions = call.positions * (lead // batch)
                 self.calls.append(call)
                 if rule.channels_from_consumer:
                     pool_outputs.append((out, call))
@@ -100,8 +115,9 @@ class DMSResourceEstimator:
         param = next(model.parameters())
         was_training = model.training
         model.eval()
+        recorder = MatmulRecorder(model, ruled.__contains__)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), recorder:
                 forward(model, torch.zeros(self.input_shape, device=param.device))
         except Exception as e:  # noqa: BLE001  (re-raised with where and why)
             raise CountingForwardError(
@@ -114,8 +130,10 @@ class DMSResourceEstimator:
                 'the shape.') from e
         finally:
             model.train(was_training)
+            recorder.remove()
             for handle in handles:
                 handle.remove()
+        self.products = recorder.products
         self._split_params(model)
 
     def _split_params(self, model: nn.Module) -> None:
@@ -227,7 +245,8 @@ class DMSResourceEstimator:
 
     def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         return [_weighted(call.rule.macs(call, call.rule.widths(call, reader)), depth(call.name))
-                for call in self.calls]
+                for call in self.calls] + \
+            [_weighted(macs, depth(name)) for name, macs in self.products]
 
     def _params_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         terms, seen = [float(self._fixed_params)], set()

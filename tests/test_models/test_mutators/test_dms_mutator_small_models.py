@@ -146,16 +146,16 @@ class ShapeReadModel(nn.Module):
         return self.pred(x).reshape(b, 4, h * w)
 
 
-class DataDependentBlock(nn.Module):
+class TensorCheckingBlock(nn.Module):
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(4, 4, 1)
 
     def forward(self, x):
-        if x.sum() > 0:  # data-dependent control flow: FX cannot trace it
-            return self.conv(x)
-        return x
+        if not isinstance(x, torch.Tensor):  # a proxy is no tensor: no FX tracer enters it
+            raise TypeError(f'expects a tensor, got {type(x).__name__}')
+        return self.conv(x)
 
 
 class UntraceableModel(nn.Module):
@@ -163,7 +163,7 @@ class UntraceableModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.block = DataDependentBlock()
+        self.block = TensorCheckingBlock()
         self.head = nn.Linear(4, 2)
 
     def forward(self, x):
@@ -242,10 +242,11 @@ def test_untraceable_module_is_named_with_the_way_out():
     with pytest.raises(UntraceableModuleError) as info:
         prepare(UntraceableModel())
     message = str(info.value)
-    assert "module 'block'" in message and 'DataDependentBlock' in message
+    assert "module 'block'" in message and 'TensorCheckingBlock' in message
+    assert 'even with its Python control flow run on the demo input' in message
     assert 'leaf_modules=' in message
     # the way out it names works: the block becomes a leaf and its channels stay fixed
-    path = f'{DataDependentBlock.__module__}.DataDependentBlock'
+    path = f'{TensorCheckingBlock.__module__}.TensorCheckingBlock'
     mutator, _ = prepare(UntraceableModel(), leaf_modules=[path])
     assert 'block.conv' in mutator.unsearched_layers
 
