@@ -1,0 +1,57 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""MMRazor's GroupFisher (run from the installed package) pruned to a DMS budget: the channels
+it keeps, carried into the DMS search model, export a static subnet that computes what
+GroupFisher's pruned model computes, at the budget's MACs as FlopAnalyzer counts them."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmpretrain.structures import DataSample
+from oneshot_test_utils import REPO, tiny_evolution_config
+
+from mmdms.apis import (build_architecture, build_search_model, group_fisher_prune,
+                        load_config, static_subnet)
+from mmdms.utils import count_macs
+
+
+def tiny_search_config():
+    cfg = Config.fromfile(f'{REPO}/configs/dms/fmnist/mbv2_search.py')
+    cfg.model.architecture = tiny_evolution_config().model.architecture
+    return load_config(cfg)
+
+
+def batches(size=8):
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield dict(inputs=[torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8, generator=g)
+                           for _ in range(size)],
+                   data_samples=[DataSample().set_gt_label(i % 10) for i in range(size)])
+
+
+def test_group_fisher_subnet_is_exact_at_the_budget():
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    target = 0.6 * search.estimator.estimate('macs', hard=True).item()
+    found = group_fisher_prune(search, architecture, batches(), target,
+                               lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
+                               tolerance=0.01, demo_input=(1, 1, 28, 28))
+    assert found['pruned'] == found['iters'] > 0
+    assert target * 0.95 <= found['macs'] <= target * 1.01
+    static = static_subnet(search, cfg).eval()
+    assert count_macs(static, (1, 1, 28, 28)) == found['macs']
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = found['algorithm'].architecture(x, mode='tensor')
+        actual = static(x, mode='tensor')
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    kept = [len(k) for k in found['kept'].values()]
+    full = [g.mutable.num_channels for g in search.space.widths.values()]
+    assert sum(kept) == sum(full) - found['pruned']  # one channel per pruning
+
+
+def test_an_unreached_budget_says_so():
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    with pytest.raises(RuntimeError, match='above the target'):
+        group_fisher_prune(search, architecture, batches(), 1.0,
+                           lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
+                           demo_input=(1, 1, 28, 28), max_iters=3)
