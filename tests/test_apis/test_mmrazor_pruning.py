@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmpretrain.structures import DataSample
 from oneshot_test_utils import REPO, tiny_evolution_config
 
-from mmdms.apis import (build_architecture, build_search_model, group_fisher_prune,
+from mmdms.apis import (build_architecture, build_search_model, dmcp_search, group_fisher_prune,
                         load_config, static_subnet)
 from mmdms.utils import count_macs
 
@@ -55,3 +55,21 @@ def test_an_unreached_budget_says_so():
         group_fisher_prune(search, architecture, batches(), 1.0,
                            lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
                            demo_input=(1, 1, 28, 28), max_iters=3)
+
+
+def test_dmcp_expected_widths_scaled_onto_the_budget():
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    target = 0.5 * search.estimator.estimate('macs', hard=True).item()
+    found = dmcp_search(search, architecture, batches(), target, iters=6,
+                        weight_optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
+                        arch_start_train=2, arch_train_freq=2, distillation_times=4,
+                        demo_input=(1, 1, 28, 28))
+    assert found['algorithm'].arch_train  # the architecture parameters were trained
+    assert abs(found['macs'] / target - 1) <= 0.02
+    assert count_macs(static_subnet(search, cfg), (1, 1, 28, 28)) == found['macs']
+    for key, group in search.space.widths.items():
+        kept = group.mutable.kept_channel_indices()
+        assert sorted(kept) == list(range(len(kept)))  # DMCP keeps the first channels
+        assert 1 <= found['expected'][key] <= group.mutable.num_channels
+    assert all(m.num_kept == m.num_elements for m in search.space.depth_mutables())

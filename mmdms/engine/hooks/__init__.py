@@ -4,5 +4,5 @@ from .nan_guard_hook import DMSNaNGuardHook, NonFiniteLossError
 from .random_state_hook import RandomStateHook
 from .resource_loss_hook import ResourceLossHook, parse_resource
 
-__all__ = ['DMSImportanceHook', 'EvolutionSearchHook', 'DMSNaNGuardHook', 'NonFiniteLossError', 'RandomStateHook',
-           'ResourceLossHook', 'parse_resource']
+__all__ = ['DMSImportanceHook', 'DMSNaNGuardHook', 'EvolutionSearchHook', 'NonFiniteLossError',
+           'RandomStateHook', 'ResourceLossHook', 'parse_resource']
