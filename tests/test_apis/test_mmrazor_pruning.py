@@ -73,3 +73,20 @@ def test_dmcp_expected_widths_scaled_onto_the_budget():
         assert sorted(kept) == list(range(len(kept)))  # DMCP keeps the first channels
         assert 1 <= found['expected'][key] <= group.mutable.num_channels
     assert all(m.num_kept == m.num_elements for m in search.space.depth_mutables())
+
+
+def test_dmcp_log_l1_flops_loss_pulls_below_the_target_so_l1_is_the_default():
+    """MMRazor 1.0.0's ``log_l1`` compares FLOPs with ``0.95 * target_flops`` in MFLOPs: at half
+    the target its gradient still lowers the FLOPs; ``l1`` raises them back."""
+    import inspect
+    from types import SimpleNamespace
+
+    from mmrazor.models.algorithms.pruning.dmcp import DMCP
+    grads = {}
+    for kind in ('log_l1', 'l1'):
+        flops = torch.tensor(0.5e6, requires_grad=True)  # half of the 1 MFLOPs target
+        own = SimpleNamespace(target_flops=1.0, flops_loss_type=kind, flop_loss_weight=1.0)
+        DMCP._compute_flops_loss(own, flops).backward()
+        grads[kind] = flops.grad.item()
+    assert grads['log_l1'] > 0 > grads['l1']  # descent: log_l1 lowers, l1 raises the FLOPs
+    assert inspect.signature(dmcp_search).parameters['flops_loss_type'].default == 'l1'
