@@ -14,6 +14,7 @@ transition probabilities learnt with a FLOPs loss while the weights train on the
 smallest and sampled widths, with in-place distillation) from the installed package, then takes
 its *expected* widths (the paper's final sampling) and scales them by one factor onto the budget.
 """
+import functools
 import time
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
@@ -22,8 +23,23 @@ import torch.nn as nn
 from mmengine import MessageHub
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
 
 from .channel_selection import set_kept_channels, width_producers
+
+
+def _in_mmrazor_scope(function: Callable) -> Callable:
+    """Run ``function`` with MMRazor as the default scope: MMRazor's algorithms build their
+    mutators, units, tracers, distillers and counters by name from its registries, which a
+    process that ran an mmpretrain Runner would otherwise search first (``KeyError:
+    'GroupFisherChannelMutator is not in the mmpretrain::model registry'``)."""
+
+    @functools.wraps(function)
+    def scoped(*args, **kwargs):
+        with DefaultScope.overwrite_default_scope('mmrazor'):
+            return function(*args, **kwargs)
+
+    return scoped
 
 #: DMCP's in-place distillation of MMRazor's DMCP configs: the smaller widths learn the largest's
 #: logits (KL divergence of ``head.fc``).
@@ -77,6 +93,7 @@ def kept_channels_of_units(search: nn.Module, units: Iterable) -> Dict[str, List
     return kept
 
 
+@_in_mmrazor_scope
 def group_fisher_prune(search: nn.Module,
                        architecture: nn.Module,
                        batches: Iterator[dict],
@@ -185,6 +202,7 @@ def _dmcp_class():
     return DMCPAtInputShape
 
 
+@_in_mmrazor_scope
 def dmcp_search(search: nn.Module,
                 architecture: nn.Module,
                 batches: Iterator[dict],

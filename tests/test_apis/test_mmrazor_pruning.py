@@ -48,23 +48,29 @@ def test_group_fisher_subnet_is_exact_at_the_budget():
     assert sum(kept) == sum(full) - found['pruned']  # one channel per pruning
 
 
-def test_an_unreached_budget_says_so():
+def test_an_unreached_budget_says_so_also_after_an_mmpretrain_runner():
+    from mmengine.registry import DefaultScope
     cfg = tiny_search_config()
     search, architecture = build_search_model(cfg), build_architecture(cfg)
-    with pytest.raises(RuntimeError, match='above the target'):
+    # a Runner of an mmpretrain config leaves mmpretrain the default scope, where MMRazor's
+    # algorithms did not find their mutators by name
+    with DefaultScope.overwrite_default_scope('mmpretrain'), \
+            pytest.raises(RuntimeError, match='above the target'):
         group_fisher_prune(search, architecture, batches(), 1.0,
                            lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
                            demo_input=(1, 1, 28, 28), max_iters=3)
 
 
 def test_dmcp_expected_widths_scaled_onto_the_budget():
+    from mmengine.registry import DefaultScope
     cfg = tiny_search_config()
     search, architecture = build_search_model(cfg), build_architecture(cfg)
     target = 0.5 * search.estimator.estimate('macs', hard=True).item()
-    found = dmcp_search(search, architecture, batches(), target, iters=6,
-                        weight_optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
-                        arch_start_train=2, arch_train_freq=2, distillation_times=4,
-                        demo_input=(1, 1, 28, 28))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # as after a Runner
+        found = dmcp_search(search, architecture, batches(), target, iters=6,
+                            weight_optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
+                            arch_start_train=2, arch_train_freq=2, distillation_times=4,
+                            demo_input=(1, 1, 28, 28))
     assert found['algorithm'].arch_train  # the architecture parameters were trained
     assert abs(found['macs'] / target - 1) <= 0.02
     assert count_macs(static_subnet(search, cfg), (1, 1, 28, 28)) == found['macs']
