@@ -26,7 +26,7 @@ import torch.nn as nn
 from mmengine.logging import print_log
 
 from mmdms.models.space_structure import (Structure, sample_structure, set_structure,
-                                          structure_key, structure_mutables)
+                                          smallest_kept, structure_key, structure_mutables)
 
 class EvolutionSearch:
     """Evolution of structures under ``lower <= cost <= upper``, scored by ``score``.
@@ -45,6 +45,8 @@ class EvolutionSearch:
         num_mutation (int): children by mutation per generation (the rest by crossover).
         mutate_prob (float): per-mutable probability of a new random kept count.
         seed (int): the generator's seed (the search is deterministic given ``score``).
+        min_width_fraction (float): every width keeps at least this fraction of its elements
+            (the one-shot supernet's sampling range, ``OneShotDMS.min_width_fraction``).
         max_tries (int): random draws allowed per wanted candidate before giving up.
     """
 
@@ -60,6 +62,7 @@ class EvolutionSearch:
                  num_mutation: int = 10,
                  mutate_prob: float = 0.2,
                  seed: int = 0,
+                 min_width_fraction: float = 0.0,
                  max_tries: int = 20) -> None:
         if not target > 0:
             raise ValueError(f'EvolutionSearch: the target must be positive, got {target}')
@@ -84,6 +87,10 @@ class EvolutionSearch:
         self.max_tries = max_tries
         self.generator = torch.Generator().manual_seed(seed)
         self.mutables = structure_mutables(algorithm)
+        self.min_width_fraction = min_width_fraction
+        #: the fewest elements a candidate keeps of each mutable
+        self.low = {name: smallest_kept(name, m, min_width_fraction)
+                    for name, m in self.mutables.items()}
         self.scores: Dict[Tuple, float] = {}
         self.costs: Dict[Tuple, float] = {}
         self.history: List[dict] = []
@@ -101,7 +108,7 @@ class EvolutionSearch:
         scaled = {}
         for name, kept in structure.items():
             m = self.mutables[name]
-            scaled[name] = min(m.num_elements, max(m.min_elements, round(kept * factor)))
+            scaled[name] = min(m.num_elements, max(self.low[name], round(kept * factor)))
         return scaled
 
     def repair(self, structure: Structure) -> Optional[Structure]:
@@ -122,13 +129,14 @@ class EvolutionSearch:
 
     # breeding ----------------------------------------------------------------------------------
     def _random(self) -> Structure:
-        return sample_structure(self.algorithm, 'random', self.generator)
+        return sample_structure(self.algorithm, 'random', self.generator,
+                                self.min_width_fraction)
 
     def _mutate(self, parent: Structure) -> Structure:
         child = dict(parent)
         for name, m in self.mutables.items():
             if float(torch.rand((), generator=self.generator)) < self.mutate_prob:
-                child[name] = int(torch.randint(m.min_elements, m.num_elements + 1, (1, ),
+                child[name] = int(torch.randint(self.low[name], m.num_elements + 1, (1, ),
                                                 generator=self.generator))
         return child
 

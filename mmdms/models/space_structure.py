@@ -6,6 +6,7 @@ The encoding DMS's own search ends at, read and set through the mutables' ``set_
 elements are kept is their importance ranking), so that a structure found another way (sampled
 by a one-shot supernet, evolved) exports, retrains and is counted exactly as a DMS one.
 """
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -43,15 +44,28 @@ def set_structure(algorithm: nn.Module, structure: Structure) -> None:
         mutable.set_kept(int(structure[name]))
 
 
+def smallest_kept(name: str, mutable: nn.Module, min_width_fraction: float = 0.0) -> int:
+    """The fewest elements a structure keeps of ``mutable``: its minimum, and for a width
+    (``name`` starting ``width:``) at least ``ceil(min_width_fraction * N)``."""
+    low = mutable.min_elements
+    if name.startswith('width:') and min_width_fraction > 0:
+        low = max(low, math.ceil(min_width_fraction * mutable.num_elements))
+    return min(low, mutable.num_elements)
+
+
 def sample_structure(algorithm: nn.Module, kind: str = 'random',
-                     generator: Optional[torch.Generator] = None) -> Structure:
-    """``'max'`` (every element), ``'min'`` (each mutable's minimum) or ``'random'`` (a kept
-    count drawn uniformly in ``[min, N]`` for each mutable)."""
+                     generator: Optional[torch.Generator] = None,
+                     min_width_fraction: float = 0.0) -> Structure:
+    """``'max'`` (every element), ``'min'`` (the fewest, :func:`smallest_kept`) or ``'random'``
+    (a kept count drawn uniformly between the two for each mutable)."""
     if kind not in ('max', 'min', 'random'):
         raise ValueError(f"sample_structure: kind must be 'max', 'min' or 'random', got {kind!r}")
+    if not 0 <= min_width_fraction <= 1:
+        raise ValueError(f'sample_structure: min_width_fraction must be in [0, 1], got '
+                         f'{min_width_fraction}')
     structure = {}
     for name, m in structure_mutables(algorithm).items():
-        low, high = m.min_elements, m.num_elements
+        low, high = smallest_kept(name, m, min_width_fraction), m.num_elements
         if kind == 'max':
             structure[name] = high
         elif kind == 'min':

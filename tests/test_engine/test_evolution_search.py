@@ -25,14 +25,19 @@ def test_the_best_and_every_scored_structure_meet_the_budget(model):
     supernet = model.supernet_resource('macs')
     target = 0.5 * supernet
     scored = []
+    mutables = structure_mutables(model)
 
     def score(structure):
+        for name, kept in structure.items():  # within the one-shot supernet's range
+            if name.startswith('width:'):
+                assert kept >= 0.2 * mutables[name].num_elements
         set_structure(model, structure)
         scored.append(model.estimator.estimate('macs', hard=True).item())
         return widths_score(structure)
 
     search = EvolutionSearch(model, score, target, tolerance=0.02, population_size=8,
-                             generations=3, num_parents=3, num_mutation=4, seed=1)
+                             generations=3, num_parents=3, num_mutation=4, seed=1,
+                             min_width_fraction=0.2)
     found = search.run()
     assert len(scored) == found['evaluated'] > 8  # the later generations bred new structures
     assert all(abs(macs / target - 1) <= 0.02 for macs in scored)
@@ -44,7 +49,8 @@ def test_the_best_and_every_scored_structure_meet_the_budget(model):
     assert bests == sorted(bests)  # the parents are the best so far
 
     again = EvolutionSearch(model, widths_score, target, tolerance=0.02, population_size=8,
-                            generations=3, num_parents=3, num_mutation=4, seed=1).run()
+                            generations=3, num_parents=3, num_mutation=4, seed=1,
+                            min_width_fraction=0.2).run()
     assert again['structure'] == found['structure']
 
 

@@ -18,7 +18,8 @@ mutator = dict(
     parse_cfg=dict(type='ChannelAnalyzer', demo_input=(1, 1, 28, 28), tracer_type='FxTracer'))
 supernet = dict(_base_.model, _scope_='mmpretrain')
 model = dict(_delete_=True, _scope_='mmrazor', type='OneShotDMS', architecture=supernet,
-             mutator=mutator, sandwich=('max', 'min', 'random', 'random'))
+             mutator=mutator, sandwich=('max', 'min', 'random', 'random'),
+             min_width_fraction=_base_.min_width_fraction)
 held_out_dataloader = dict(
     batch_size=500,
     num_workers=0,

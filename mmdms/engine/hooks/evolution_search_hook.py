@@ -66,8 +66,9 @@ class EvolutionSearchHook(Hook):
 
     Each candidate structure is scored by the shared weights: BatchNorm statistics recalibrated
     on ``calib_batches`` training batches, then top-1 on ``held_out_dataloader`` (images the
-    training does not see). The best structure stays set on the model, so the last checkpoint
-    (written after this hook: the checkpoint hook runs later) exports it with
+    training does not see), among the structures the supernet trained (each width at least
+    its ``min_width_fraction``). The best structure stays set on the model, so the last
+    checkpoint (written after this hook: the checkpoint hook runs later) exports it with
     ``tools/export_subnet.py CONFIG CHECKPOINT --reinit`` and the final validation reports it
     (with the shared weights). ``evolution.json`` in the work directory records the structure,
     its cost and score, the per-generation history and the search's CPU-seconds.
@@ -139,7 +140,9 @@ class EvolutionSearchHook(Hook):
 
         target = self.target_ratio * model.supernet_resource(self.resource)
         evolution = EvolutionSearch(model, score, target, resource=self.resource,
-                                    tolerance=self.tolerance, **self.evolution_args)
+                                    tolerance=self.tolerance,
+                                    min_width_fraction=model.min_width_fraction,
+                                    **self.evolution_args)
         found = evolution.run()
         set_structure(model, found['structure'])
         recalibrate_batchnorm(model, runner.train_dataloader, self.calib_batches)

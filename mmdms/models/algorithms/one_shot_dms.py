@@ -34,6 +34,10 @@ class OneShotDMS(DMS):
             :class:`~mmdms.models.DMS`.
         sandwich (sequence of str): the structures of one step, each ``'max'``, ``'min'`` or
             ``'random'``.
+        min_width_fraction (float): every sampled width keeps at least this fraction of its
+            channels (default 0.25; BigNAS's and ScaleNet's smallest models are a fraction of the
+            largest, not one channel per layer, which cannot learn). The evolution searches the
+            same range.
 
     Raises:
         ValueError: a mutable ranks its elements by anything but their index, or ``sandwich``
@@ -45,6 +49,7 @@ class OneShotDMS(DMS):
                  mutator: Union[Dict, torch.nn.Module] = dict(type='DMSMutator'),
                  resource_estimator: Dict = dict(type='DMSResourceEstimator'),
                  sandwich: Sequence[str] = ('max', 'min', 'random', 'random'),
+                 min_width_fraction: float = 0.25,
                  data_preprocessor=None,
                  init_cfg=None) -> None:
         super().__init__(architecture, mutator, resource_estimator,
@@ -53,6 +58,10 @@ class OneShotDMS(DMS):
             raise ValueError(f"OneShotDMS: sandwich must be a non-empty sequence of 'max', "
                              f"'min' and 'random', got {sandwich!r}")
         self.sandwich = tuple(sandwich)
+        if not 0 <= min_width_fraction <= 1:
+            raise ValueError(f'OneShotDMS: min_width_fraction must be in [0, 1], got '
+                             f'{min_width_fraction}')
+        self.min_width_fraction = min_width_fraction
         ranked = [name for name, m in self._named_mutables()
                   if not isinstance(m.importance_metric, IndexImportance)]
         if ranked:
@@ -79,7 +88,8 @@ class OneShotDMS(DMS):
         log_vars: Dict[str, Tensor] = {}
         total = 0.0
         for index, kind in enumerate(self.sandwich):
-            set_structure(self, sample_structure(self, kind))
+            set_structure(self, sample_structure(self, kind,
+                                                 min_width_fraction=self.min_width_fraction))
             with optim_wrapper.optim_context(self):
                 losses = self._run_forward(data, mode='loss')
             parsed, parts = self.parse_losses(losses)

@@ -36,11 +36,13 @@ def test_a_step_trains_the_shared_weights_on_the_sandwich():
                if not torch.equal(weights[n], p)]
     assert 'head.fc.weight' in changed and 'backbone.conv1.conv.weight' in changed
 
-    # the smallest structure keeps the first channels: those the larger ones share
-    set_structure(model, sample_structure(model, 'min'))
+    # the smallest structure keeps the first quarter of the channels: those the larger ones
+    # share
+    assert model.min_width_fraction == 0.25
+    set_structure(model, sample_structure(model, 'min', min_width_fraction=0.25))
     for mutable in model.space.width_mutables():
         kept = mutable.kept_channel_indices()
-        assert sorted(kept) == list(range(len(kept)))
+        assert sorted(kept) == list(range(-(-mutable.num_channels // 4)))
 
 
 def test_a_ranked_space_is_refused_with_the_fix():

@@ -5,6 +5,9 @@
 # benchmark sets it), each scored on held-out training images with BatchNorm recalibrated, and
 # leaves the best one set in the last checkpoint for tools/export_subnet.py --reinit.
 target_ratio = 0.5
+# Sampled (and evolved) widths keep at least this fraction of their channels: the smallest
+# structure is a quarter-width network, not one channel per layer.
+min_width_fraction = 0.25
 # Held-out images: the 200 per class after the training subset's (the recipe trains on the
 # first train_subset / 10 per class).
 held_out_per_class = 200
