@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import os.path as osp
+import random
 import socket
 import statistics
 import sys
@@ -271,6 +272,15 @@ def _check_same_as(subnet: dict, pruned: torch.nn.Module, run: Run) -> None:
                            f'(max relative difference {diff:.3g})')
 
 
+def _train_loader(cfg, seed: int):
+    """The config's training dataloader, built as its Runner builds it (in its default scope:
+    ``LocalFashionMNIST`` is registered in mmpretrain's registry)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        return Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=seed)
+
+
 #: GroupFisher: training iterations between two prunings (its ``interval``; MMRazor's ImageNet
 #: configs use 25 over many more iterations per epoch), and the pruning phase's learning rate
 #: (a tenth of the recipe's; the recipe's SGD otherwise).
@@ -285,8 +295,6 @@ def group_fisher(run: Run) -> dict:
     information, until the DMS estimator counts the budget (+1%); the channels it kept become
     the DMS structure, the export is checked against GroupFisher's pruned model, then it is
     fine-tuned like DMS_p and Torch-Pruning."""
-    from mmengine.runner import Runner
-
     from mmdms.apis import build_architecture, cycle, group_fisher_prune
     pretrained = run.pretrained()
     start = time.process_time()
@@ -300,7 +308,7 @@ def group_fisher(run: Run) -> dict:
                                         if not k.startswith('data_preprocessor')}, strict=False)
     if missing:
         raise RuntimeError(f'The supernet checkpoint misses {missing[:8]}')
-    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=run.seed)
+    loader = _train_loader(cfg, run.seed)
     optimizer = cfg.optim_wrapper.optimizer
 
     def sgd(params):
@@ -324,15 +332,15 @@ def dmcp(run: Run) -> dict:
     from the second), its expected widths scaled by one factor onto the budget (DMCP searches
     no depth: every block kept), exported with fresh weights and retrained like DMS_np."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     from mmdms.apis import build_architecture, cycle, dmcp_search
     start = time.process_time()
     cfg = load_config(config(run.supernet, 'search'), run.data_options)
     torch.manual_seed(run.seed)
+    random.seed(run.seed)  # DMCP samples widths with Python's generator
     search = build_search_model(cfg)
     target = run.ratio * search.estimator.estimate('macs', hard=True).item()
-    loader = Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=run.seed)
+    loader = _train_loader(cfg, run.seed)
     epochs = Config.fromfile(config(run.supernet, 'search')).search_epochs
     iters = epochs * len(loader)
     optimizer = cfg.optim_wrapper.optimizer
