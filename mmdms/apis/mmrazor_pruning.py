@@ -75,6 +75,8 @@ def kept_channels_of_units(search: nn.Module, units: Iterable) -> Dict[str, List
             continue
         mask = unit.mutable_channel.current_mask.bool()
         for channel in unit.output_related:
+            if not isinstance(channel.module, nn.Module):
+                continue  # a function of the traced graph (the add of a residual)
             if channel.name in masks or (channel.start, channel.end) != (0, channel.end):
                 raise ValueError(f"kept_channels_of_units: the output channels of "
                                  f"'{channel.name}' are split over several MMRazor units")

@@ -96,3 +96,25 @@ def test_dmcp_log_l1_flops_loss_pulls_below_the_target_so_l1_is_the_default():
         grads[kind] = flops.grad.item()
     assert grads['log_l1'] > 0 > grads['l1']  # descent: log_l1 lowers, l1 raises the FLOPs
     assert inspect.signature(dmcp_search).parameters['flops_loss_type'].default == 'l1'
+
+
+def test_units_map_onto_every_width_of_a_supernet_with_several_residual_stages():
+    """The traced graph's residual adds (``'<built-in function add>'``, one per unit of every
+    residual stage) are not layers: they map onto no width and do not collide."""
+    from mmengine.registry import DefaultScope
+    from mmrazor.implementations.pruning.group_fisher import GroupFisherChannelMutator
+
+    from mmdms.apis import kept_channels_of_units, width_producers
+    cfg = load_config(f'{REPO}/configs/dms/fmnist/mbv2_search.py')
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    with DefaultScope.overwrite_default_scope('mmrazor'):
+        mutator = GroupFisherChannelMutator(parse_cfg=dict(
+            type='ChannelAnalyzer', demo_input=(1, 1, 28, 28), tracer_type='FxTracer'))
+        mutator.prepare_from_supernet(architecture)
+    adds = [c for u in mutator.units for c in u.output_related if 'add' in c.name]
+    assert len(adds) >= 2
+    kept = kept_channels_of_units(search, mutator.units)
+    assert set(kept) == set(width_producers(search).values())
+    assert all(kept[layer] == list(range(group.mutable.num_channels))
+               for layer, group in zip(width_producers(search).values(),
+                                       search.space.widths.values()))
