@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import os.path as osp
+import random
 import socket
 import statistics
 import sys
@@ -271,15 +272,137 @@ def _check_same_as(subnet: dict, pruned: torch.nn.Module, run: Run) -> None:
                            f'(max relative difference {diff:.3g})')
 
 
-#: name -> the method, in the order of the tables. MMRazor's DMCP and GroupFisher and the
-#: one-shot supernet + evolution search slot in as more rows.
+def _train_loader(cfg, seed: int):
+    """The config's training dataloader, built as its Runner builds it (in its default scope:
+    ``LocalFashionMNIST`` is registered in mmpretrain's registry)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        return Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=seed)
+
+
+#: GroupFisher: training iterations between two prunings (its ``interval``; MMRazor's ImageNet
+#: configs use 25 over many more iterations per epoch), and the pruning phase's learning rate
+#: (a tenth of the recipe's; the recipe's SGD otherwise).
+GF_INTERVAL = 2
+GF_LR = 0.005
+
+
+def group_fisher(run: Run) -> dict:
+    """MMRazor's GroupFisher (``mmrazor.implementations.pruning.group_fisher``, the installed
+    1.0.0) on the trained supernet: one training iteration of its algorithm at a time, one
+    channel pruned every :data:`GF_INTERVAL` iterations by MAC-normalised group Fisher
+    information, until the DMS estimator counts the budget (+1%); the channels it kept become
+    the DMS structure, the export is checked against GroupFisher's pruned model, then it is
+    fine-tuned like DMS_p and Torch-Pruning."""
+    from mmdms.apis import build_architecture, cycle, group_fisher_prune
+    pretrained = run.pretrained()
+    start = time.process_time()
+    cfg = load_config(config(run.supernet, 'search'), run.data_options)
+    search = build_search_model(cfg)
+    target = run.ratio * search.estimator.estimate('macs', hard=True).item()
+    model = build_architecture(cfg)
+    state = torch.load(pretrained['checkpoint'], map_location='cpu',
+                       weights_only=False)['state_dict']
+    missing, _ = model.load_state_dict({k: v for k, v in state.items()
+                                        if not k.startswith('data_preprocessor')}, strict=False)
+    if missing:
+        raise RuntimeError(f'The supernet checkpoint misses {missing[:8]}')
+    loader = _train_loader(cfg, run.seed)
+    optimizer = cfg.optim_wrapper.optimizer
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=GF_LR, momentum=optimizer.momentum,
+                               weight_decay=optimizer.weight_decay, nesterov=optimizer.nesterov)
+
+    found = group_fisher_prune(search, model, cycle(loader), target, sgd, interval=GF_INTERVAL,
+                               tolerance=MACS_TOLERANCE / 2, demo_input=(1, 1, 28, 28))
+    cpu = time.process_time() - start
+    subnet = _export_structure(run, search, 'group_fisher', reinit=False)
+    _check_same_as(subnet, found['algorithm'].architecture, run)
+    return dict(subnet=subnet, init='pruned', search_cpu_s=cpu, gf_iters=found['iters'],
+                gf_interval=GF_INTERVAL, pretrain_cpu_s=pretrained['train_cpu_s'])
+
+
+def dmcp(run: Run) -> dict:
+    """MMRazor's DMCP (``mmrazor.models.algorithms.pruning.DMCP``, the installed 1.0.0) from a
+    random initialisation for as many iterations as the DMS search (4 epochs; sandwich of the
+    largest, smallest and two sampled widths per step, Markov-chain architecture parameters
+    trained every 5 iterations after the first epoch with its FLOPs loss, in-place distillation
+    from the second), its expected widths scaled by one factor onto the budget (DMCP searches
+    no depth: every block kept), exported with fresh weights and retrained like DMS_np."""
+    from mmengine.config import Config
+
+    from mmdms.apis import build_architecture, cycle, dmcp_search
+    start = time.process_time()
+    cfg = load_config(config(run.supernet, 'search'), run.data_options)
+    torch.manual_seed(run.seed)
+    random.seed(run.seed)  # DMCP samples widths with Python's generator
+    search = build_search_model(cfg)
+    target = run.ratio * search.estimator.estimate('macs', hard=True).item()
+    loader = _train_loader(cfg, run.seed)
+    epochs = Config.fromfile(config(run.supernet, 'search')).search_epochs
+    iters = epochs * len(loader)
+    optimizer = cfg.optim_wrapper.optimizer
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=optimizer.lr, momentum=optimizer.momentum,
+                               weight_decay=optimizer.weight_decay, nesterov=optimizer.nesterov)
+
+    found = dmcp_search(search, build_architecture(cfg), cycle(loader), target, iters, sgd,
+                        arch_start_train=len(loader), arch_train_freq=5,
+                        distillation_times=2 * len(loader), tolerance=MACS_TOLERANCE,
+                        demo_input=(1, 1, 28, 28))
+    cpu = time.process_time() - start
+    return dict(subnet=_export_structure(run, search, 'dmcp', reinit=True), init='scratch',
+                search_cpu_s=cpu, pretrain_cpu_s=0.0, dmcp_iters=iters,
+                dmcp_expected_macs=found['expected_macs'])
+
+
+def evolution(run: Run) -> dict:
+    """One-shot supernet + evolutionary search (``*_evolution.py``: OneShotDMS trained with the
+    recipe on sandwich-sampled structures, EvolutionSearchHook under the budget scored on 200
+    held-out training images per class), then the structure retrained from scratch like DMS_np.
+    The search cost is the one-shot training plus the evolution."""
+    if run.subset is None:
+        raise ValueError('evolution scores candidates on the training images after the subset; '
+                         'run it with --subset (e.g. 10000)')
+    hook = 'custom_hooks.0'
+    options = run.options(**{
+        f'{hook}.target_ratio': run.ratio,
+        f'{hook}.held_out_dataloader.dataset.data_root': DATA_ROOT,
+        f'{hook}.held_out_dataloader.dataset.skip_per_class': run.subset // 10})
+    start = time.process_time()
+    metrics = run_training(config(run.supernet, 'evolution'), osp.join(run.work_dir, 'search'),
+                           options)
+    cpu = time.process_time() - start
+    with open(osp.join(run.work_dir, 'search', 'evolution.json')) as f:
+        found = json.load(f)
+    checkpoint = osp.join(run.work_dir, 'search', f'epoch_{_epochs(run.supernet)}.pth')
+    subnet = export_subnet(config(run.supernet, 'evolution'), checkpoint,
+                           osp.join(run.work_dir, 'subnet'), reinit=True, force=True,
+                           cfg_options=run.data_options)
+    return dict(subnet=subnet, init='scratch', search_cpu_s=cpu, pretrain_cpu_s=0.0,
+                evolution_cpu_s=found['search_cpu_s'], evolution_candidates=found['evaluated'],
+                evolution_held_out_top1=found['score'],
+                oneshot_test_top1=metrics['accuracy/top1'])
+
+
+#: name -> the method, in the order of the tables.
 METHODS: Dict[str, Callable[[Run], dict]] = {
     'dms_np': dms_np,
     'uniform_width': uniform_width,
+    'evolution': evolution,
+    'dmcp': dmcp,
     'dms_p': dms_p,
     'uniform_depth_width': uniform_depth_width,
     'torch_pruning': torch_pruning,
+    'group_fisher': group_fisher,
 }
+#: What a method reports beyond the common fields, copied into its record.
+EXTRA_FIELDS = ('tp_steps', 'search_wall_s', 'gf_iters', 'gf_interval', 'evolution_cpu_s',
+                'evolution_candidates', 'evolution_held_out_top1', 'oneshot_test_top1',
+                'dmcp_iters', 'dmcp_expected_macs')
 
 
 # running, resuming, recording -----------------------------------------------------------------
@@ -369,7 +492,7 @@ def run_one(run: Run, results: str) -> dict:
                       search_cpu_s=found['search_cpu_s'],
                       pretrain_cpu_s=found['pretrain_cpu_s'],
                       train_cpu_s=time.process_time() - start, train_wall_s=metrics['seconds'],
-                      **{k: v for k, v in found.items() if k in ('tp_steps', 'search_wall_s')})
+                      **{k: v for k, v in found.items() if k in EXTRA_FIELDS})
     except Exception as e:  # recorded and reported; a rerun tries it again
         traceback.print_exc()
         record = dict(status='failed', error=f'{type(e).__name__}: {e}')
@@ -450,7 +573,10 @@ def main() -> None:
                                                       'results.jsonl'))
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench_peers'))
     parser.add_argument('--table', action='store_true', help='print the tables and exit')
+    parser.add_argument('--gf-interval', type=int, default=GF_INTERVAL,
+                        help='GroupFisher: training iterations between two prunings')
     args = parser.parse_args()
+    globals()['GF_INTERVAL'] = args.gf_interval
     subset = args.subset or None
     if args.table:
         print(table(read_results(args.results), subset))

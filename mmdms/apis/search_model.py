@@ -18,14 +18,20 @@ class CheckpointMismatchError(RuntimeError):
     """A checkpoint whose state dict is not the search model's of the given config."""
 
 
+#: Model types of a search config: DMS, and the one-shot supernet over the same space (its
+#: structure exports the same way).
+SEARCH_MODEL_TYPES = ('DMS', 'OneShotDMS')
+
+
 def load_config(config, cfg_options: Optional[Dict] = None) -> Config:
     """The config at path ``config`` (or a :class:`Config`), with ``cfg_options`` merged."""
     cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if cfg.get('model', {}).get('type') != 'DMS':
+    if cfg.get('model', {}).get('type') not in SEARCH_MODEL_TYPES:
         raise ValueError(f"'{cfg.filename}' is not a DMS search config: its model is "
-                         f"{cfg.get('model', {}).get('type')!r}, not 'DMS'")
+                         f"{cfg.get('model', {}).get('type')!r}, not one of "
+                         f'{", ".join(SEARCH_MODEL_TYPES)}')
     return cfg
 
 

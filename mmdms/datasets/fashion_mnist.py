@@ -31,6 +31,10 @@ class LocalFashionMNIST(FashionMNIST):
         subset (int, optional): keep only this many images, the same number of each class
             (``subset`` must be a multiple of 10), the first ones of each class in file order:
             the same images on every machine and run.
+        skip_per_class (int): skip the first ``skip_per_class`` images of each class before
+            taking ``subset`` (default 0). With ``subset=S, skip_per_class=T/10`` it picks
+            images disjoint from those of ``subset=T``: a held-out split of the training data
+            (what ``EvolutionSearchHook`` scores candidates on).
         **kwargs: other arguments of :class:`mmpretrain.datasets.BaseDataset`; ``download``
             is refused.
     """
@@ -39,6 +43,7 @@ class LocalFashionMNIST(FashionMNIST):
                  data_root: str = DEFAULT_DATA_ROOT,
                  split: str = 'train',
                  subset: Optional[int] = None,
+                 skip_per_class: int = 0,
                  test_mode: Optional[bool] = None,
                  **kwargs) -> None:
         if kwargs.pop('download', False):
@@ -49,7 +54,12 @@ class LocalFashionMNIST(FashionMNIST):
         if subset is not None and (subset <= 0 or subset % len(self.METAINFO['classes'])):
             raise ValueError(f'LocalFashionMNIST subset must be a positive multiple of 10 (the '
                              f'same number of images per class), got {subset}')
+        if skip_per_class < 0 or (skip_per_class and subset is None):
+            raise ValueError(f'LocalFashionMNIST skip_per_class must be >= 0 and needs a subset '
+                             f'(how many images to take after the skipped ones), got '
+                             f'skip_per_class={skip_per_class}, subset={subset}')
         self.subset = subset
+        self.skip_per_class = skip_per_class
         super().__init__(data_root=data_root, split=split, download=False,
                          test_mode=split == 'test' if test_mode is None else test_mode,
                          **kwargs)
@@ -71,13 +81,16 @@ class LocalFashionMNIST(FashionMNIST):
             return data
         per_class = self.subset // len(self.METAINFO['classes'])
         labels = np.array([int(item['gt_label']) for item in data])
-        kept = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
+        skip = self.skip_per_class
+        kept = np.sort(np.concatenate([np.flatnonzero(labels == c)[skip:skip + per_class]
                                        for c in range(len(self.METAINFO['classes']))]))
         if len(kept) != self.subset:
             raise ValueError(f'LocalFashionMNIST: the {self.split} split has fewer than '
-                             f'{per_class} images of some class; subset {self.subset} is too large')
+                             f'{skip + per_class} images of some class; subset {self.subset} '
+                             f'(after skipping {skip} per class) is too large')
         return [data[i] for i in kept]
 
     def extra_repr(self) -> List[str]:
         return super().extra_repr() + [f'Split: \t{self.split}',
-                                       f'Subset: \t{self.subset or "all"}']
+                                       f'Subset: \t{self.subset or "all"}',
+                                       f'Skipped per class: \t{self.skip_per_class}']

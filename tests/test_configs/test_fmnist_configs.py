@@ -42,3 +42,14 @@ def test_the_data_are_local_fashion_mnist(kind):
             assert loader.dataset.type == 'LocalFashionMNIST'  # never downloads
         assert cfg.val_dataloader.dataset.split == 'test'
         assert cfg.train_dataloader.dataset.subset == 10000
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_the_evolution_config_scores_on_held_out_training_images(name):
+    cfg = Config.fromfile(osp.join(FMNIST, f'{name}_evolution.py'))
+    assert cfg.model.type == 'OneShotDMS'
+    held_out = cfg.custom_hooks[0].held_out_dataloader.dataset
+    train = cfg.train_dataloader.dataset
+    assert (held_out.split, train.split) == ('train', 'train')
+    assert held_out.skip_per_class == train.subset // 10  # after the training images
+    assert held_out.subset and held_out.data_root == train.data_root

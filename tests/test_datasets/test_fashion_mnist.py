@@ -55,3 +55,21 @@ def test_absent_data_stops_with_the_install_command(tmp_path):
         LocalFashionMNIST(data_root=str(tmp_path), download=True)
     with pytest.raises(ValueError, match="'train' or 'test'"):
         LocalFashionMNIST(data_root=str(tmp_path), split='val')
+
+
+def test_skip_per_class_gives_a_held_out_split_disjoint_from_the_subset(data_root):
+    root, arrays = data_root  # 40 training images, labels i % 10: 4 per class
+    train = LocalFashionMNIST(data_root=root, split='train', subset=20)
+    held_out = LocalFashionMNIST(data_root=root, split='train', subset=20, skip_per_class=2)
+    images = arrays['train-images-idx3-ubyte.gz']
+
+    def indices(dataset):
+        return {next(j for j in range(len(images)) if (images[j] == dataset.get_data_info(i)[
+            'img']).all()) for i in range(len(dataset))}
+
+    assert indices(train) == set(range(20))
+    assert indices(held_out) == set(range(20, 40))
+    with pytest.raises(ValueError, match='after skipping 3 per class'):
+        LocalFashionMNIST(data_root=root, split='train', subset=20, skip_per_class=3)
+    with pytest.raises(ValueError, match='needs a subset'):
+        LocalFashionMNIST(data_root=root, split='train', skip_per_class=2)

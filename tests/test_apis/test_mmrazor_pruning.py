@@ -1,0 +1,120 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""MMRazor's GroupFisher (run from the installed package) pruned to a DMS budget: the channels
+it keeps, carried into the DMS search model, export a static subnet that computes what
+GroupFisher's pruned model computes, at the budget's MACs as FlopAnalyzer counts them."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmpretrain.structures import DataSample
+from oneshot_test_utils import REPO, tiny_evolution_config
+
+from mmdms.apis import (build_architecture, build_search_model, dmcp_search, group_fisher_prune,
+                        load_config, static_subnet)
+from mmdms.utils import count_macs
+
+
+def tiny_search_config():
+    cfg = Config.fromfile(f'{REPO}/configs/dms/fmnist/mbv2_search.py')
+    cfg.model.architecture = tiny_evolution_config().model.architecture
+    return load_config(cfg)
+
+
+def batches(size=8):
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield dict(inputs=[torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8, generator=g)
+                           for _ in range(size)],
+                   data_samples=[DataSample().set_gt_label(i % 10) for i in range(size)])
+
+
+def test_group_fisher_subnet_is_exact_at_the_budget():
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    target = 0.6 * search.estimator.estimate('macs', hard=True).item()
+    found = group_fisher_prune(search, architecture, batches(), target,
+                               lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
+                               tolerance=0.01, demo_input=(1, 1, 28, 28))
+    assert found['pruned'] == found['iters'] > 0
+    assert target * 0.95 <= found['macs'] <= target * 1.01
+    static = static_subnet(search, cfg).eval()
+    assert count_macs(static, (1, 1, 28, 28)) == found['macs']
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = found['algorithm'].architecture(x, mode='tensor')
+        actual = static(x, mode='tensor')
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    kept = [len(k) for k in found['kept'].values()]
+    full = [g.mutable.num_channels for g in search.space.widths.values()]
+    assert sum(kept) == sum(full) - found['pruned']  # one channel per pruning
+
+
+def test_an_unreached_budget_says_so_also_after_an_mmpretrain_runner():
+    from mmengine.registry import DefaultScope
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    # a Runner of an mmpretrain config leaves mmpretrain the default scope, where MMRazor's
+    # algorithms did not find their mutators by name
+    with DefaultScope.overwrite_default_scope('mmpretrain'), \
+            pytest.raises(RuntimeError, match='above the target'):
+        group_fisher_prune(search, architecture, batches(), 1.0,
+                           lambda params: torch.optim.SGD(params, lr=0.01), interval=1,
+                           demo_input=(1, 1, 28, 28), max_iters=3)
+
+
+def test_dmcp_expected_widths_scaled_onto_the_budget():
+    from mmengine.registry import DefaultScope
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    target = 0.5 * search.estimator.estimate('macs', hard=True).item()
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # as after a Runner
+        found = dmcp_search(search, architecture, batches(), target, iters=6,
+                            weight_optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
+                            arch_start_train=2, arch_train_freq=2, distillation_times=4,
+                            demo_input=(1, 1, 28, 28))
+    assert found['algorithm'].arch_train  # the architecture parameters were trained
+    assert abs(found['macs'] / target - 1) <= 0.02
+    assert count_macs(static_subnet(search, cfg), (1, 1, 28, 28)) == found['macs']
+    for key, group in search.space.widths.items():
+        kept = group.mutable.kept_channel_indices()
+        assert sorted(kept) == list(range(len(kept)))  # DMCP keeps the first channels
+        assert 1 <= found['expected'][key] <= group.mutable.num_channels
+    assert all(m.num_kept == m.num_elements for m in search.space.depth_mutables())
+
+
+def test_dmcp_log_l1_flops_loss_pulls_below_the_target_so_l1_is_the_default():
+    """MMRazor 1.0.0's ``log_l1`` compares FLOPs with ``0.95 * target_flops`` in MFLOPs: at half
+    the target its gradient still lowers the FLOPs; ``l1`` raises them back."""
+    import inspect
+    from types import SimpleNamespace
+
+    from mmrazor.models.algorithms.pruning.dmcp import DMCP
+    grads = {}
+    for kind in ('log_l1', 'l1'):
+        flops = torch.tensor(0.5e6, requires_grad=True)  # half of the 1 MFLOPs target
+        own = SimpleNamespace(target_flops=1.0, flops_loss_type=kind, flop_loss_weight=1.0)
+        DMCP._compute_flops_loss(own, flops).backward()
+        grads[kind] = flops.grad.item()
+    assert grads['log_l1'] > 0 > grads['l1']  # descent: log_l1 lowers, l1 raises the FLOPs
+    assert inspect.signature(dmcp_search).parameters['flops_loss_type'].default == 'l1'
+
+
+def test_units_map_onto_every_width_of_a_supernet_with_several_residual_stages():
+    """The traced graph's residual adds (``'<built-in function add>'``, one per unit of every
+    residual stage) are not layers: they map onto no width and do not collide."""
+    from mmengine.registry import DefaultScope
+    from mmrazor.implementations.pruning.group_fisher import GroupFisherChannelMutator
+
+    from mmdms.apis import kept_channels_of_units, width_producers
+    cfg = load_config(f'{REPO}/configs/dms/fmnist/mbv2_search.py')
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    with DefaultScope.overwrite_default_scope('mmrazor'):
+        mutator = GroupFisherChannelMutator(parse_cfg=dict(
+            type='ChannelAnalyzer', demo_input=(1, 1, 28, 28), tracer_type='FxTracer'))
+        mutator.prepare_from_supernet(architecture)
+    adds = [c for u in mutator.units for c in u.output_related if 'add' in c.name]
+    assert len(adds) >= 2
+    kept = kept_channels_of_units(search, mutator.units)
+    assert set(kept) == set(width_producers(search).values())
+    assert all(kept[layer] == list(range(group.mutable.num_channels))
+               for layer, group in zip(width_producers(search).values(),
+                                       search.space.widths.values()))
