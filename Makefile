@@ -21,7 +21,7 @@ demo: setup
 	$(PY) tools/demo.py --work-dir work_dirs/demo
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 BENCH_OUT := work_dirs/bench
 
