@@ -86,9 +86,30 @@ def settings(args, supernet: dict) -> dict:
                                                            args.calib_batch_size])
 
 
+def import_demo(path: str, results: str, setting: dict) -> None:
+    """Add the 'dms' and 'uniform' runs of ``make demo-llm`` (its ``summary.json``) to the
+    results when they were made with the same supernet, search and recovery: they are the
+    benchmark's runs of that seed, made by the same code."""
+    with open(path) as f:
+        records = json.load(f).get('bench_records', [])
+    known = {(r['method'], r['seed'], json.dumps(r['settings'], sort_keys=True))
+             for r in read_results(results) if r['status'] == 'ok'}
+    for record in records:
+        record = dict(record, settings=dict(record['settings'], calib=setting['calib']),
+                      source=osp.abspath(path))
+        if record['settings'] != setting:
+            print(f"{path}: the demo's {record['method']} run has other settings "
+                  f"({record['settings']}, here {setting}); not imported", flush=True)
+        elif (record['method'], record['seed'], json.dumps(setting, sort_keys=True)) \
+                not in known:
+            append(results, record)
+
+
 def run(args) -> None:
     supernet = demo_llm.cached_pretraining(demo_llm.PRETRAIN_CONFIG, args.cache_dir)
     setting = settings(args, supernet)
+    if args.import_demo:
+        import_demo(args.import_demo, args.results, setting)
     for seed in args.seeds:
         for method in args.methods:
             done = [r for r in read_results(args.results) if r['seed'] == seed and
@@ -140,7 +161,8 @@ def table(path: str) -> str:
         params = statistics.mean(r['params'] for r in rows)
         seeds = ', '.join(f"{r['seed']}: {r['ppl']:.3f}" for r in rows)
         lines.append(
-            f"| {LABELS[method]} | {params / 1e6:.3f}M ({100 * params / rows[0]['supernet_params']:.1f}%) "
+            f"| {LABELS[method]} | {params / 1e6:.3f}M "
+            f"({100 * params / rows[0]['supernet_params']:.1f}%) "
             f"| {_mean_std([r['ppl'] for r in rows])} | {seeds} | "
             f"{statistics.mean(r['prune_cpu_s'] for r in rows):.0f} | "
             f"{statistics.mean(r['recovery_cpu_s'] for r in rows):.0f} |")
@@ -158,6 +180,9 @@ def main() -> None:
     parser.add_argument('--recovery-iters', type=int, default=150)
     parser.add_argument('--calib-batches', type=int, default=4)
     parser.add_argument('--calib-batch-size', type=int, default=16)
+    parser.add_argument('--import-demo', metavar='SUMMARY_JSON',
+                        help="take the 'dms' and 'uniform' runs of make demo-llm's summary.json "
+                        '(same settings) instead of running them again')
     parser.add_argument('--table', action='store_true', help='print the table and exit')
     args = parser.parse_args()
     if not args.table:

@@ -264,6 +264,18 @@ def main(argv=None) -> dict:
         supernet_cache=dict(key=supernet['key'], cached=supernet['cached']),
         search_iters=args.search_iters, recovery_iters=args.recovery_iters, seed=args.seed,
         search_cpu_seconds=round(dms['prune_cpu_seconds'], 1),
+        # the same runs as benchmarks/bench_llm.py's 'dms' and 'uniform' of this seed
+        # (bench_llm.py --import-demo adds them to its results instead of running them again)
+        bench_records=[
+            dict(method=method, seed=args.seed, status='ok', params=result['params'],
+                 supernet_params=supernet['params'], dms_params=dms['params'],
+                 ppl=recovered['ppl'], ppl_supernet=supernet['lm/perplexity'],
+                 prune_cpu_s=round(result['prune_cpu_seconds'], 1),
+                 recovery_cpu_s=round(recovered['cpu_seconds'], 1),
+                 settings=dict(supernet=supernet['key'], search_iters=args.search_iters,
+                               recovery_iters=args.recovery_iters))
+            for method, result, recovered in (('dms', dms, dms_rec),
+                                              ('uniform', uniform, uniform_rec))],
         wall_seconds=round(time.perf_counter() - start, 1))
     os.makedirs(work, exist_ok=True)
     with open(osp.join(work, 'summary.json'), 'w') as f:
