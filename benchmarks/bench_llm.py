@@ -176,8 +176,8 @@ def main() -> None:
     parser.add_argument('--results', default=osp.join('work_dirs', 'bench', 'llm.jsonl'))
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench', 'llm'))
     parser.add_argument('--cache-dir', default=osp.join('work_dirs', 'llm_supernet'))
-    parser.add_argument('--search-iters', type=int, default=150)
-    parser.add_argument('--recovery-iters', type=int, default=150)
+    parser.add_argument('--search-iters', type=int, default=100)
+    parser.add_argument('--recovery-iters', type=int, default=100)
     parser.add_argument('--calib-batches', type=int, default=4)
     parser.add_argument('--calib-batch-size', type=int, default=16)
     parser.add_argument('--import-demo', metavar='SUMMARY_JSON',

@@ -85,7 +85,7 @@ def search_config(supernet_dir: str, iters: int, seed: int, target_ratio: float 
     cfg.merge_from_dict(dict(
         model=dict(architecture=dict(pretrained_path=supernet_dir),
                    mutator=dict(search_depth=search_depth)),
-        train_cfg=dict(max_iters=iters, val_interval=iters),
+        train_cfg=dict(max_iters=iters, val_interval=iters, val_begin=iters + 1),  # no val
         param_scheduler=[dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0,
                               end=iters)],
         default_hooks=dict(checkpoint=dict(interval=iters)),
@@ -102,7 +102,8 @@ def search_config(supernet_dir: str, iters: int, seed: int, target_ratio: float 
 def recovery_options(iters: int, seed: int, lr: float = 5e-4, data_options: dict = None) -> dict:
     """The recovery fine-tune of an exported subnet (its ``config.py``): ``iters`` iterations
     of AdamW at ``lr``, cosine-decayed to a tenth; the same for every method."""
-    return dict(train_cfg=dict(max_iters=iters, val_interval=iters),
+    # val_begin: the loop's own validation is skipped; run_training validates once at the end
+    return dict(train_cfg=dict(max_iters=iters, val_interval=iters, val_begin=iters + 1),
                 default_hooks=dict(checkpoint=dict(interval=iters)),
                 optim_wrapper=dict(optimizer=dict(lr=lr)),
                 param_scheduler=[dict(type='CosineAnnealingLR', by_epoch=False, begin=0,
@@ -201,8 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo_llm'))
     parser.add_argument('--cache-dir', default=osp.join('work_dirs', 'llm_supernet'),
                         help='trained supernets, one directory per setting')
-    parser.add_argument('--search-iters', type=int, default=150)
-    parser.add_argument('--recovery-iters', type=int, default=150)
+    parser.add_argument('--search-iters', type=int, default=100)
+    parser.add_argument('--recovery-iters', type=int, default=100)
     parser.add_argument('--target-ratio', type=float, default=0.7)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--pretrain-options', type=json.loads, default=None,

@@ -28,13 +28,13 @@ model = dict(
                        tracer_type='FxTracer')),
     resource_value='hard')
 
-iters = 150
+iters = 100
 lr = 5e-4
 lr_structure = 5e-3
 custom_hooks = [
     dict(type='DMSImportanceHook'),
     dict(type='ResourceLossHook', resource='params', target_ratio=0.7, lambda_resource=1.0,
-         width_only_iters=45, match_target=True, save_structure=False),
+         width_only_iters=30, match_target=True, save_structure=False),
     dict(type='DMSNaNGuardHook'),
     dict(type='RandomStateHook'),
 ]
