@@ -1,6 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""A language-model search (a tiny Llama, iteration-based) stopped and resumed ends exactly
-where an uninterrupted one does: same structure, weights, importance and AdamW state."""
+"""A language-model search (a tiny Llama, iteration-based) follows the target schedule per
+iteration, and stopped and resumed ends exactly where an uninterrupted one does: same
+structure, weights, importance and AdamW state."""
 import os.path as osp
 import random
 
@@ -81,6 +82,13 @@ def test_resumed_llm_search_reproduces_the_uninterrupted_one(tmp_path):
     a, c = uninterrupted.model, resumed.model
     assert c.resource_target == a.resource_target
     hub_a, hub_c = uninterrupted.message_hub, resumed.message_hub
+    # an iteration-based search follows Eq. 10 per iteration (mmengine's IterBasedTrainLoop
+    # also has max_epochs, 1: read as epochs, the final target came at once), then matches
+    hook = next(h for h in uninterrupted.hooks if type(h).__name__ == 'ResourceLossHook')
+    assert not hook.by_epoch and hook.decay_steps == ITERS - 2
+    r_t = hub_a.get_scalar('train/r_t').data[0]
+    assert all(r_t[i] > r_t[i + 1] for i in range(ITERS - 3))  # decaying over iterations 1-4
+    assert r_t[-2] == r_t[-1] and a.resource_target == hook.final and a.resource_two_sided
     for key in ('train/r_t', 'train/r_c', 'train/loss', 'train/loss_resource'):
         assert hub_c.get_scalar(key).current() == hub_a.get_scalar(key).current(), key
     state_a, state_c = a.state_dict(), c.state_dict()
