@@ -34,7 +34,15 @@ import traceback
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools'))
-import demo_llm  # noqa: E402  (polite threads, mmdms and the pipeline's pieces)
+demo_llm = None  # tools/demo_llm.py (polite threads, mmdms, the pipeline); not for --table
+
+
+def _pipeline():
+    global demo_llm
+    if demo_llm is None:
+        import demo_llm as module
+        demo_llm = module
+    return demo_llm
 
 METHODS = ('dms', 'uniform', 'taylor', 'shortgpt')
 LABELS = dict(dms='DMS_p (ours)', uniform='uniform width', taylor='Taylor one-shot (LLM-Pruner)',
@@ -106,6 +114,7 @@ def import_demo(path: str, results: str, setting: dict) -> None:
 
 
 def run(args) -> None:
+    _pipeline()
     supernet = demo_llm.cached_pretraining(demo_llm.PRETRAIN_CONFIG, args.cache_dir)
     setting = settings(args, supernet)
     if args.import_demo:
