@@ -1,8 +1,9 @@
 # make demo : set up .venv if missing or stale, then run the main job on the digits data.
 # make test : set up .venv if missing or stale, then run the test suite.
 # make demo-llm: DMS_p on a small Llama trained on Debian's python3-doc text (installed with
-#             apt-get if missing and root) vs uniform width, both HF exports reloaded (about
-#             20 minutes on 2 idle cores; the trained supernet is cached in work_dirs/llm_supernet);
+#             apt-get if missing and root) vs uniform width, both HF exports reloaded (measured
+#             on the shared machine at 1 thread: 11 CPU-minutes for the supernet, once, cached
+#             in work_dirs/llm_supernet; then 8 CPU-minutes, 15 minutes wall);
 #             make bench-llm: DMS_p vs uniform, LLM-Pruner's Taylor and ShortGPT's layer dropping,
 #             3 seeds (benchmarks/bench_llm.py; resumes where it stopped).
 # make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 25
