@@ -1,5 +1,11 @@
 # make demo : set up .venv if missing or stale, then run the main job on the digits data.
 # make test : set up .venv if missing or stale, then run the test suite.
+# make demo-llm: DMS_p on a small Llama trained on Debian's python3-doc text (installed with
+#             apt-get if missing and root) vs uniform width, both HF exports reloaded (measured
+#             on the shared machine at 1 thread: 11 CPU-minutes for the supernet, once, cached
+#             in work_dirs/llm_supernet; then 8 CPU-minutes, 15 minutes wall);
+#             make bench-llm: DMS_p vs uniform, LLM-Pruner's Taylor and ShortGPT's layer dropping,
+#             3 seeds (benchmarks/bench_llm.py; resumes where it stopped).
 # make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 25
 #             minutes on 2 idle cores; latency: 160 px, YOLOv8 320 px, 5 repeats, about 10);
 #             make bench-quality: the 3-seed quality comparison (about 40 minutes).
@@ -12,13 +18,16 @@ PY := .venv/bin/python
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup demo test bench bench-quality data-fmnist bench-peers clean
+.PHONY: setup demo demo-llm test bench bench-quality bench-llm data-fmnist bench-peers clean
 
 setup:
 	bash tools/setup_env.sh
 
 demo: setup
 	$(PY) tools/demo.py --work-dir work_dirs/demo
+
+demo-llm: setup
+	$(PY) tools/demo_llm.py --work-dir work_dirs/demo_llm
 
 test: setup
 	$(PY) -m pytest -q --durations=15 tests
@@ -41,6 +50,12 @@ bench-quality: setup
 	mkdir -p $(BENCH_OUT)
 	$(PY) benchmarks/bench_quality.py --seeds 0 1 2 --work-dir $(BENCH_OUT)/quality \
 		2>$(BENCH_OUT)/quality.log | grep -v ' - mmengine - ' | tee $(BENCH_OUT)/quality.md
+
+bench-llm: setup
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/bench_llm.py --seeds 0 1 2 --results $(BENCH_OUT)/llm.jsonl \
+		--work-dir $(BENCH_OUT)/llm 2>$(BENCH_OUT)/llm.log | grep -v ' - mmengine - ' \
+		| tee $(BENCH_OUT)/llm.md
 
 data-fmnist:
 	python3 tools/dataset_converters/fashion_mnist.py --dst data/fashion_mnist

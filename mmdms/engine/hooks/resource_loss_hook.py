@@ -7,6 +7,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 from mmdms.engine.ema_structure_sync import sync_structure_into_ema
 from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel, known_resource_types
@@ -132,7 +133,9 @@ class ResourceLossHook(Hook):
                 '(or use target_ratio < 1), or enlarge the supernet.')
         self.final = final
         loop = runner.train_loop
-        self.by_epoch = hasattr(loop, 'max_epochs')
+        # mmengine's IterBasedTrainLoop has max_epochs too (always 1): counting its epochs
+        # would apply the final target at once and never enter the width-only phase
+        self.by_epoch = hasattr(loop, 'max_epochs') and not isinstance(loop, IterBasedTrainLoop)
         total = loop.max_epochs if self.by_epoch else loop.max_iters
         width_only = self.width_only_epochs if self.by_epoch else self.width_only_iters
         self.decay_steps = total - width_only
