@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The zoo: does the default ``DMSMutator`` search and export every model family exactly?
 
-``python benchmarks/bench_zoo.py --out zoo.jsonl [--families ResNet YOLOv8 ...]
+``python benchmarks/bench_zoo.py --out work_dirs/zoo.jsonl [--families ResNet YOLOv8 ...]
 [--timeout 120] [--list] [--table]``
 
 Models: every supervised image-classification architecture family of the installed mmpretrain
@@ -354,7 +354,7 @@ def counts(rows: List[Dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default='zoo.jsonl', help='results, one JSON line per model')
+    parser.add_argument('--out', default='work_dirs/zoo.jsonl', help='results, one JSON line per model')
     parser.add_argument('--families', nargs='+', help='only these families (names as --list)')
     parser.add_argument('--timeout', type=float, default=120,
                         help='seconds per model (all stages, imports included)')
@@ -393,6 +393,7 @@ def main() -> None:
         if unknown:
             parser.error(f'unknown families {sorted(unknown)}; see --list')
         entries = [e for e in entries if e['family'] in args.families]
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     for entry in entries:
         if entry['family'] in done and not args.redo:
             continue
