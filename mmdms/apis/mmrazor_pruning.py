@@ -26,6 +26,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
 from .channel_selection import set_kept_channels, width_producers
+from .uniform_scaling import bisect_to_target
 
 
 def _in_mmrazor_scope(function: Callable) -> Callable:
@@ -328,17 +329,8 @@ def scale_widths_to(search: nn.Module, widths: Dict[str, int], target: float,
                                  max(mutable.min_elements, round(factor * widths[key]))))
         return float(search.estimator.estimate('macs', hard=True))
 
-    low, high = 0.0, max(m.num_elements / max(widths[k], 1) for k, m in mutables.items())
-    best = None
-    for _ in range(steps):
-        middle = (low + high) / 2
-        cost = cost_at(middle)
-        if best is None or abs(cost - target) < abs(best[1] - target):
-            best = (middle, cost)
-        if abs(cost - target) <= tolerance * target / 2:
-            break
-        low, high = (middle, high) if cost < target else (low, middle)
-    cost = cost_at(best[0])
+    high = max(m.num_elements / max(widths[k], 1) for k, m in mutables.items())
+    _, cost = bisect_to_target(cost_at, high, target, tolerance, steps)
     if abs(cost - target) > tolerance * target:
         raise ValueError(f'scale_widths_to: no scaling of the widths is within {tolerance:.0%} '
                          f'of {target:.6g} MACs; the closest is {cost:.6g}')

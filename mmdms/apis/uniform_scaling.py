@@ -1,11 +1,34 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Uniformly scaled baselines of a search space: the comparison DMS is judged against."""
+from typing import Callable, Tuple
+
 import torch.nn as nn
 
 
 def _keep_fraction(mutable, fraction: float) -> None:
     kept = round(fraction * mutable.num_elements)
     mutable.set_kept(min(mutable.num_elements, max(mutable.min_elements, kept, 1)))
+
+
+def bisect_to_target(cost_at: Callable[[float], float], high: float, target: float,
+                     tolerance: float, steps: int) -> Tuple[float, float]:
+    """Bisect ``x`` in ``[0, high]`` (``cost_at`` increasing in ``x``, and setting the
+    structure it counts) towards ``cost_at(x) == target``, stopping within half the
+    ``tolerance``; the structure of the closest ``x`` is set again on return.
+
+    Returns:
+        tuple: the closest ``x`` and its cost (the caller checks it against ``tolerance``).
+    """
+    low, best = 0.0, None
+    for _ in range(steps):
+        middle = (low + high) / 2
+        cost = cost_at(middle)
+        if best is None or abs(cost - target) < abs(best[1] - target):
+            best = (middle, cost)
+        if abs(cost - target) <= tolerance * target / 2:
+            break
+        low, high = (middle, high) if cost < target else (low, middle)
+    return best[0], cost_at(best[0])
 
 
 def uniform_structure(algorithm: nn.Module, target: float, resource: str = 'macs',
@@ -34,18 +57,7 @@ def uniform_structure(algorithm: nn.Module, target: float, resource: str = 'macs
             _keep_fraction(mutable, fraction)
         return algorithm.estimator.estimate(resource, hard=True).item()
 
-    low, high = 0.0, 1.0
-    best = None
-    for _ in range(steps):
-        middle = (low + high) / 2
-        cost = cost_at(middle)
-        if best is None or abs(cost - target) < abs(best[1] - target):
-            best = (middle, cost)
-        if abs(cost - target) <= tolerance * target / 2:
-            break
-        low, high = (middle, high) if cost < target else (low, middle)
-    fraction, cost = best
-    cost = cost_at(fraction)
+    _, cost = bisect_to_target(cost_at, 1.0, target, tolerance, steps)
     if abs(cost - target) > tolerance * target:
         kind = 'depth and width' if scale_depth else 'width'
         raise ValueError(f'No uniform {kind} scaling is within {tolerance:.0%} of {target:.6g} '
