@@ -11,7 +11,8 @@
 #             make bench-quality: the 3-seed quality comparison (about 40 minutes).
 # make data-fmnist: Fashion-MNIST from Debian's package (apt-get install -y dataset-fashion-mnist)
 #             into data/fashion_mnist; make bench-peers: the Fashion-MNIST comparison with the
-#             peers (benchmarks/bench_peers.py; many hours on 2 cores, resumes where it stopped).
+#             peers (benchmarks/bench_peers.py; about 5 hours on 2 idle cores; resumes where it
+#             stopped, from the rows kept in benchmarks/results/peers_fmnist.jsonl).
 PY := .venv/bin/python
 # a benchmark that fails fails the target, though its output goes through tee; its warnings
 # and traceback are kept in work_dirs/bench/NAME.log
@@ -62,8 +63,7 @@ data-fmnist:
 
 bench-peers: setup data-fmnist
 	mkdir -p $(BENCH_OUT)
-	$(PY) benchmarks/bench_peers.py --results $(BENCH_OUT)/peers.jsonl \
-		--work-dir $(BENCH_OUT)/peers 2>$(BENCH_OUT)/peers.log | grep -v ' - mmengine - ' \
+	$(PY) benchmarks/bench_peers.py --work-dir $(BENCH_OUT)/peers 2>$(BENCH_OUT)/peers.log | grep -v ' - mmengine - ' \
 		| tee $(BENCH_OUT)/peers.md
 
 clean:

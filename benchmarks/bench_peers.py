@@ -14,8 +14,11 @@ supernet training the pretrained methods start from counted apart.
 [--budgets 2x 4x] [--seeds 0 1 2] [--subset 10000] [--results FILE] [--work-dir DIR]``
 ``python benchmarks/bench_peers.py --table [--results FILE]``: the markdown tables.
 
-Each run is appended to ``--results`` (JSON lines) as soon as it finishes; a rerun skips the
-runs already there (resume), so a long comparison continues where it stopped. The methods are
+Each run is appended to ``--results`` (JSON lines; by default
+``benchmarks/results/peers_fmnist.jsonl``, kept in git) as soon as it finishes; a rerun skips the
+runs already there (resume), so a long comparison continues where it stopped, on this machine or
+another (a supernet whose checkpoint is gone is trained again; a row records the top-1 of the
+supernet it started from). The methods are
 the rows of :data:`METHODS`: a function from the run's context to an exported subnet (a new
 peer is one more row).
 """
@@ -42,8 +45,11 @@ passive_omp_wait()  # before torch loads
 import mmdms  # noqa: E402,F401
 import torch  # noqa: E402
 
-from mmdms.apis import (build_search_model, export_subnet, load_config, run_search,  # noqa: E402
-                        run_training, set_kept_channels, uniform_structure, width_producers)
+from mmdms.apis import (build_search_model, export_subnet, load_config,  # noqa: E402
+                        load_search_checkpoint, run_search, run_training, set_kept_channels,
+                        uniform_structure, width_producers)
+from mmdms.engine.hooks.evolution_search_hook import result_file  # noqa: E402
+from mmdms.models.space_structure import set_structure  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs', 'dms', 'fmnist')
@@ -55,6 +61,8 @@ MACS_TOLERANCE = 0.02
 #: The resource hook's index in the search configs' ``custom_hooks``.
 RESOURCE_HOOK = 'custom_hooks.1'
 DATA_ROOT = osp.join(REPO, 'data', 'fashion_mnist')
+#: The comparison's results, kept in the repository: each run appends its row as it finishes.
+RESULTS = osp.join(REPO, 'benchmarks', 'results', 'peers_fmnist.jsonl')
 INSTALL = ('apt-get install -y dataset-fashion-mnist && '
            'python tools/dataset_converters/fashion_mnist.py')
 
@@ -359,33 +367,64 @@ def dmcp(run: Run) -> dict:
                 dmcp_expected_macs=found['expected_macs'])
 
 
-def evolution(run: Run) -> dict:
-    """One-shot supernet + evolutionary search (``*_evolution.py``: OneShotDMS trained with the
-    recipe on sandwich-sampled structures, EvolutionSearchHook under the budget scored on 200
-    held-out training images per class), then the structure retrained from scratch like DMS_np.
-    The search cost is the one-shot training plus the evolution."""
-    if run.subset is None:
-        raise ValueError('evolution scores candidates on the training images after the subset; '
-                         'run it with --subset (e.g. 10000)')
+def _oneshot(run: Run) -> str:
+    """The one-shot supernet of ``run``'s supernet and seed, trained once for every budget
+    (``*_evolution.py``: OneShotDMS on sandwich-sampled structures; its training does not depend
+    on the budget), with EvolutionSearchHook searching each budget at its end. Returns its work
+    directory (``oneshot.json``: the training's CPU-seconds; ``evolution_<ratio>.json``)."""
+    work_dir = osp.join(osp.dirname(osp.dirname(run.work_dir)), 'oneshot')
+    ratios = [run.ratio] + [ratio for ratio in BUDGETS.values() if ratio != run.ratio]
+    done = osp.join(work_dir, 'oneshot.json')
+    if osp.exists(done) and all(osp.exists(osp.join(work_dir, result_file(r))) for r in ratios):
+        return work_dir
     hook = 'custom_hooks.0'
     options = run.options(**{
-        f'{hook}.target_ratio': run.ratio,
+        f'{hook}.target_ratio': ratios,
         f'{hook}.held_out_dataloader.dataset.data_root': DATA_ROOT,
         f'{hook}.held_out_dataloader.dataset.skip_per_class': run.subset // 10})
     start = time.process_time()
-    metrics = run_training(config(run.supernet, 'evolution'), osp.join(run.work_dir, 'search'),
-                           options)
+    metrics = run_training(config(run.supernet, 'evolution'), work_dir, options)
     cpu = time.process_time() - start
-    with open(osp.join(run.work_dir, 'search', 'evolution.json')) as f:
+    searches = 0.0
+    for ratio in ratios:
+        with open(osp.join(work_dir, result_file(ratio))) as f:
+            searches += json.load(f)['search_cpu_s']
+    with open(done, 'w') as f:
+        json.dump(dict(train_cpu_s=cpu - searches, first_budget_test_top1=metrics['accuracy/top1'],
+                       checkpoint=osp.join(work_dir, f'epoch_{_epochs(run.supernet)}.pth')), f)
+    return work_dir
+
+
+def evolution(run: Run) -> dict:
+    """One-shot supernet + evolutionary search (the paper's Table 3 baseline, ScaleNet's
+    strategy), then the structure retrained from scratch like DMS_np. The one-shot supernet is
+    trained once per supernet and seed and searched for every budget (:func:`_oneshot`); a
+    row's search cost is that whole training plus its own budget's evolution (what it costs run
+    alone for one budget)."""
+    if run.subset is None:
+        raise ValueError('evolution scores candidates on the training images after the subset; '
+                         'run it with --subset (e.g. 10000)')
+    work_dir = _oneshot(run)
+    with open(osp.join(work_dir, 'oneshot.json')) as f:
+        oneshot = json.load(f)
+    with open(osp.join(work_dir, result_file(run.ratio))) as f:
         found = json.load(f)
-    checkpoint = osp.join(run.work_dir, 'search', f'epoch_{_epochs(run.supernet)}.pth')
-    subnet = export_subnet(config(run.supernet, 'evolution'), checkpoint,
-                           osp.join(run.work_dir, 'subnet'), reinit=True, force=True,
-                           cfg_options=run.data_options)
-    return dict(subnet=subnet, init='scratch', search_cpu_s=cpu, pretrain_cpu_s=0.0,
+    evolution_config = config(run.supernet, 'evolution')
+    model = build_search_model(load_config(evolution_config, run.data_options))
+    load_search_checkpoint(model, oneshot['checkpoint'])
+    set_structure(model, found['structure'])
+    checkpoint = osp.join(run.work_dir, 'evolution_state.pth')
+    torch.save(dict(meta=dict(method=run.method), state_dict=model.state_dict()), checkpoint)
+    subnet = export_subnet(evolution_config, checkpoint, osp.join(run.work_dir, 'subnet'),
+                           reinit=True, force=True, cfg_options=run.data_options)
+    if subnet['macs'] != found['cost']:
+        raise AssertionError(f"the exported evolution structure costs {subnet['macs']} MACs, "
+                             f"the search found {found['cost']}")
+    return dict(subnet=subnet, init='scratch',
+                search_cpu_s=oneshot['train_cpu_s'] + found['search_cpu_s'],
+                pretrain_cpu_s=0.0, oneshot_cpu_s=oneshot['train_cpu_s'],
                 evolution_cpu_s=found['search_cpu_s'], evolution_candidates=found['evaluated'],
-                evolution_held_out_top1=found['score'],
-                oneshot_test_top1=metrics['accuracy/top1'])
+                evolution_held_out_top1=found['score'])
 
 
 #: name -> the method, in the order of the tables.
@@ -401,7 +440,7 @@ METHODS: Dict[str, Callable[[Run], dict]] = {
 }
 #: What a method reports beyond the common fields, copied into its record.
 EXTRA_FIELDS = ('tp_steps', 'search_wall_s', 'gf_iters', 'gf_interval', 'evolution_cpu_s',
-                'evolution_candidates', 'evolution_held_out_top1', 'oneshot_test_top1',
+                'evolution_candidates', 'evolution_held_out_top1', 'oneshot_cpu_s',
                 'dmcp_iters', 'dmcp_expected_macs')
 
 
@@ -492,6 +531,8 @@ def run_one(run: Run, results: str) -> dict:
                       search_cpu_s=found['search_cpu_s'],
                       pretrain_cpu_s=found['pretrain_cpu_s'],
                       train_cpu_s=time.process_time() - start, train_wall_s=metrics['seconds'],
+                      supernet_top1=run.pretrained()['top1'] if found['init'] == 'pruned'
+                      else None,
                       **{k: v for k, v in found.items() if k in EXTRA_FIELDS})
     except Exception as e:  # recorded and reported; a rerun tries it again
         traceback.print_exc()
@@ -569,8 +610,9 @@ def main() -> None:
                         help='training images (class-balanced); 0: all 60,000')
     parser.add_argument('--supernet-only', action='store_true',
                         help='only train the supernets (e.g. --subset 0: the full-data figure)')
-    parser.add_argument('--results', default=osp.join('work_dirs', 'bench_peers',
-                                                      'results.jsonl'))
+    parser.add_argument('--results', default=RESULTS,
+                        help='JSON lines, appended as runs finish (the default is tracked in git, '
+                             'so the comparison resumes on another machine)')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'bench_peers'))
     parser.add_argument('--table', action='store_true', help='print the tables and exit')
     parser.add_argument('--gf-interval', type=int, default=GF_INTERVAL,
@@ -598,8 +640,10 @@ def main() -> None:
             if args.supernet_only:
                 pretrained()
                 continue
-            for budget in args.budgets:
-                for method in args.methods:
+            # a method's budgets one after the other: the pretrained methods then use the
+            # supernet trained in the same sitting, and evolution its one one-shot training
+            for method in args.methods:
+                for budget in args.budgets:
                     key = run_key(supernet, budget, method, seed, subset)
                     if read_results(args.results).get(key, {}).get('status') == 'ok':
                         print(f'[bench_peers] {key}: done before, skipped', flush=True)

@@ -2,15 +2,21 @@
 """The one-shot + evolution baseline end to end, as tools/train.py runs it: a (tiny) one-shot
 supernet trains on Fashion-MNIST-format files, EvolutionSearchHook leaves the best structure in
 the last checkpoint, and export_subnet turns that checkpoint into a static subnet whose MACs are
-the budget's (within 2%) as mmengine's FlopAnalyzer counts them."""
+the budget's (within 2%) as mmengine's FlopAnalyzer counts them. One training serves two
+budgets: the second's structure is written beside the first's and exports at its budget."""
 import importlib.util
 import json
 import os.path as osp
 
+import pytest
+import torch
 from mmengine.runner import Runner
 from oneshot_test_utils import REPO, tiny_evolution_config
 
-from mmdms.apis import export_subnet, initialized_subnet, load_config
+from mmdms.apis import (build_search_model, export_subnet, initialized_subnet, load_config,
+                        load_search_checkpoint)
+from mmdms.engine.hooks import EvolutionSearchHook
+from mmdms.models.space_structure import set_structure
 from mmdms.structures import load_subnet
 from mmdms.utils import count_macs
 
@@ -32,7 +38,7 @@ def test_train_search_export(tmp_path):
     hook = cfg.custom_hooks[0]
     assert hook.type == 'EvolutionSearchHook'
     hook.held_out_dataloader.dataset.update(data_root=root, subset=20, skip_per_class=2)
-    hook.update(target_ratio=0.5, population_size=4, generations=2, num_parents=2,
+    hook.update(target_ratio=[0.5, 0.3], population_size=4, generations=2, num_parents=2,
                 num_mutation=2, calib_batches=1)
     cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
     cfg.param_scheduler = []
@@ -43,6 +49,12 @@ def test_train_search_export(tmp_path):
 
     with open(osp.join(cfg.work_dir, 'evolution.json')) as f:
         found = json.load(f)
+    with open(osp.join(cfg.work_dir, 'evolution_0.5.json')) as f:
+        assert json.load(f) == found  # the first budget's, also under its own name
+    with open(osp.join(cfg.work_dir, 'evolution_0.3.json')) as f:
+        second = json.load(f)
+    assert abs(second['cost'] / second['target'] - 1) <= 0.02
+    assert second['target'] < found['target']
     assert found['evaluated'] >= 4 and 0 <= found['score'] <= 100
     assert abs(found['cost'] / found['target'] - 1) <= 0.02
     config = str(tmp_path / 'evolution.py')
@@ -58,3 +70,19 @@ def test_train_search_export(tmp_path):
         kind, key = name.split(':', 1)
         if kind == 'width':
             assert exported['widths'][key]['indices'] == list(range(kept))  # the first ones
+
+    # the second budget: its structure set on the model loaded from the same checkpoint
+    model = build_search_model(load_config(config))
+    load_search_checkpoint(model, osp.join(cfg.work_dir, 'epoch_1.pth'))
+    set_structure(model, second['structure'])
+    state = str(tmp_path / 'second.pth')
+    torch.save(dict(state_dict=model.state_dict()), state)
+    subnet = export_subnet(config, state, str(tmp_path / 'subnet_0.3'), reinit=True)
+    assert subnet['macs'] == second['cost']
+    assert abs(subnet['macs'] / (0.3 * subnet['supernet']['macs']) - 1) <= 0.02
+
+
+@pytest.mark.parametrize('ratio', [0.0, 1.5, [], [0.5, -1]])
+def test_bad_target_ratio(ratio):
+    with pytest.raises(ValueError, match='target_ratio must be in'):
+        EvolutionSearchHook(target_ratio=ratio, held_out_dataloader=dict())

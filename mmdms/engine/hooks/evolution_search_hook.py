@@ -3,7 +3,7 @@
 import json
 import os.path as osp
 import time
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,11 @@ from ..evolution_search import EvolutionSearch
 
 #: What the hook writes into the work directory.
 RESULT_FILE = 'evolution.json'
+
+
+def result_file(ratio: float) -> str:
+    """The file of one budget's result when the hook searches several."""
+    return f'evolution_{ratio:g}.json'
 
 
 @torch.no_grad()
@@ -73,8 +78,16 @@ class EvolutionSearchHook(Hook):
     (with the shared weights). ``evolution.json`` in the work directory records the structure,
     its cost and score, the per-generation history and the search's CPU-seconds.
 
+    One trained one-shot supernet serves any number of budgets (its training does not depend on
+    them): with several ``target_ratio`` values, each is searched in turn and its result written
+    to ``evolution_<ratio>.json`` as well; the first ratio's structure is the one left set (and
+    in ``evolution.json``). Another budget's structure is exported by setting it
+    (:func:`~mmdms.models.space_structure.set_structure`) on the model loaded from the last
+    checkpoint.
+
     Args:
-        target_ratio (float): the budget as a fraction of the supernet's ``resource``.
+        target_ratio (float | Sequence[float]): the budget(s) as a fraction of the supernet's
+            ``resource``.
         held_out_dataloader (dict): the dataloader config of the scoring images.
         resource (str): ``'macs'`` or ``'params'`` (what the DMS estimator counts).
         tolerance (float): candidates cost within ``target * (1 ± tolerance)``.
@@ -86,7 +99,7 @@ class EvolutionSearchHook(Hook):
     priority = 'NORMAL'  # before the CheckpointHook (VERY_LOW) of the same epoch
 
     def __init__(self,
-                 target_ratio: float,
+                 target_ratio: Union[float, Sequence[float]],
                  held_out_dataloader: Dict,
                  resource: str = 'macs',
                  tolerance: float = 0.02,
@@ -97,13 +110,15 @@ class EvolutionSearchHook(Hook):
                  num_mutation: int = 10,
                  mutate_prob: float = 0.2,
                  seed: int = 0) -> None:
-        if not 0 < target_ratio <= 1:
-            raise ValueError(f'EvolutionSearchHook: target_ratio must be in (0, 1], got '
-                             f'{target_ratio}')
+        ratios = [target_ratio] if isinstance(target_ratio, (int, float)) \
+            else list(target_ratio)
+        if not ratios or not all(0 < ratio <= 1 for ratio in ratios):
+            raise ValueError(f'EvolutionSearchHook: target_ratio must be in (0, 1] (or a list of '
+                             f'such), got {target_ratio}')
         if calib_batches < 1:
             raise ValueError(f'EvolutionSearchHook: calib_batches must be >= 1, got '
                              f'{calib_batches}')
-        self.target_ratio = target_ratio
+        self.target_ratios: List[float] = [float(ratio) for ratio in ratios]
         self.held_out_dataloader = held_out_dataloader
         self.resource = resource
         self.tolerance = tolerance
@@ -111,7 +126,10 @@ class EvolutionSearchHook(Hook):
         self.evolution_args = dict(population_size=population_size, generations=generations,
                                    num_parents=num_parents, num_mutation=num_mutation,
                                    mutate_prob=mutate_prob, seed=seed)
+        #: The first ratio's result (the structure left set on the model).
         self.result: Optional[dict] = None
+        #: Every ratio's result, in the order of ``target_ratio``.
+        self.results: List[dict] = []
 
     def before_train(self, runner) -> None:
         model = self._model(runner)
@@ -128,34 +146,43 @@ class EvolutionSearchHook(Hook):
             self.search(runner)
 
     def search(self, runner) -> dict:
-        """Run the evolution on ``runner``'s model; returns (and writes) the result."""
+        """Run the evolution on ``runner``'s model for every target ratio; returns (and writes)
+        the first ratio's result and leaves its structure set."""
         model = self._model(runner)
         held_out = runner.build_dataloader(self.held_out_dataloader)
-        start = time.process_time()
 
         def score(structure: Structure) -> float:
             set_structure(model, structure)
             recalibrate_batchnorm(model, runner.train_dataloader, self.calib_batches)
             return top1(model, held_out)
 
-        target = self.target_ratio * model.supernet_resource(self.resource)
-        evolution = EvolutionSearch(model, score, target, resource=self.resource,
-                                    tolerance=self.tolerance,
-                                    min_width_fraction=model.min_width_fraction,
-                                    **self.evolution_args)
-        found = evolution.run()
-        set_structure(model, found['structure'])
+        self.results = []
+        for ratio in self.target_ratios:
+            start = time.process_time()
+            target = ratio * model.supernet_resource(self.resource)
+            evolution = EvolutionSearch(model, score, target, resource=self.resource,
+                                        tolerance=self.tolerance,
+                                        min_width_fraction=model.min_width_fraction,
+                                        **self.evolution_args)
+            found = evolution.run()
+            result = dict(found, supernet=model.supernet_resource(self.resource),
+                          resource=self.resource, target_ratio=ratio,
+                          search_cpu_s=time.process_time() - start,
+                          held_out_images=len(held_out.dataset))
+            self.results.append(result)
+            names = [] if len(self.target_ratios) == 1 else [result_file(ratio)]
+            if ratio == self.target_ratios[0]:
+                names.append(RESULT_FILE)
+            for name in names:
+                with open(osp.join(runner.work_dir, name), 'w') as f:
+                    json.dump(result, f, indent=1)
+            print_log(f"EvolutionSearchHook: best structure {found['cost']:.6g} {self.resource} "
+                      f'(target {target:.6g}), held-out top-1 {found["score"]:.2f}, '
+                      f"{found['evaluated']} structures scored in {result['search_cpu_s']:.0f} "
+                      f"CPU-s; written to {', '.join(names)} in {runner.work_dir}",
+                      logger='current')
+        self.result = self.results[0]
+        set_structure(model, self.result['structure'])
         recalibrate_batchnorm(model, runner.train_dataloader, self.calib_batches)
         model.train()
-        self.result = dict(found, supernet=model.supernet_resource(self.resource),
-                           resource=self.resource, target_ratio=self.target_ratio,
-                           search_cpu_s=time.process_time() - start,
-                           held_out_images=len(held_out.dataset))
-        path = osp.join(runner.work_dir, RESULT_FILE)
-        with open(path, 'w') as f:
-            json.dump(self.result, f, indent=1)
-        print_log(f"EvolutionSearchHook: best structure {found['cost']:.6g} {self.resource} "
-                  f"(target {target:.6g}), held-out top-1 {found['score']:.2f}, "
-                  f"{found['evaluated']} structures scored in {self.result['search_cpu_s']:.0f} "
-                  f'CPU-s; written to {path}', logger='current')
         return self.result
