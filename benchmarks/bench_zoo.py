@@ -1,8 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The zoo: does the default ``DMSMutator`` search and export every model family exactly?
 
-``python benchmarks/bench_zoo.py --out work_dirs/zoo.jsonl [--families ResNet YOLOv8 ...]
-[--timeout 120] [--list] [--table]``
+``python benchmarks/bench_zoo.py [--out benchmarks/results/zoo.jsonl] [--families ResNet YOLOv8
+...] [--timeout 120] [--list] [--table]``
 
 Models: every supervised image-classification architecture family of the installed mmpretrain
 (``mmpretrain.list_models(task='Image Classification')`` grouped by the model index's
@@ -26,8 +26,11 @@ through these stages (each timed):
 6. ``macs``: mmengine's ``FlopAnalyzer`` (with attention, ``mmdms.utils.count_macs``) on the
    static model vs ``subnet.json``'s MACs, and its parameter count vs ``subnet.json``'s.
 
-Every finished model appends one JSON line to ``--out`` at once; a rerun skips the families
-already there (``--redo`` reruns them). ``--table`` prints the markdown table of a results file.
+Every finished model appends one JSON line to ``--out`` at once, stamped with the code's commit
+(``+dirty`` with uncommitted changes), the date and the machine; a rerun skips the families
+already there (``--redo`` reruns them; the last line of a family counts). The default results
+file is kept in git, so the table of ``docs/zoo.md`` is rebuilt from it anywhere with
+``--table``.
 """
 import argparse
 import json
@@ -38,10 +41,12 @@ import sys
 import time
 import traceback
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: The zoo's results, kept in the repository.
+RESULTS = osp.join(REPO, 'benchmarks', 'results', 'zoo.jsonl')
 STAGES = ('build', 'space', 'gradient', 'export', 'outputs', 'macs')
 #: Exact enough: the export's own tolerance and the issue's MACs bound.
 OUTPUT_TOL = 1e-4
@@ -293,6 +298,26 @@ def run_isolated(entry: Dict, small: int, timeout: float) -> Dict:
     return dict(entry, **result)
 
 
+def stamp() -> Dict:
+    """Which code ran, when and where (``commit`` gets ``+dirty`` with uncommitted changes)."""
+    import datetime
+    import socket
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ''
+
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    if git('status', '--porcelain', '--untracked-files=no', '--', 'mmdms', 'benchmarks',
+           'configs'):
+        commit += '+dirty'
+    return dict(commit=commit, host=socket.gethostname(), cpus=os.cpu_count(),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+
+
 def exact(row: Dict) -> bool:
     """A non-empty space, exported with equal outputs and MACs within :data:`MACS_TOL` of
     FlopAnalyzer's."""
@@ -349,12 +374,15 @@ def counts(rows: List[Dict]) -> str:
         f'FlopAnalyzer): **{len(ok)} / {n}** ({len(ok) / max(n, 1):.0%})',
         f'- ≥ 90% of conv/linear weights searched: {len(full_cov)}; under 50%: {len(thin)}',
         f'- with at least one depth stage: {len(depth)}',
+        '- rows by code commit: ' + ', '.join(
+            f'{commit} ({count})' for commit, count in sorted(
+                Counter(r.get('commit', 'not recorded') for r in rows).items())),
     ])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', default='work_dirs/zoo.jsonl', help='results, one JSON line per model')
+    parser.add_argument('--out', default=RESULTS, help='results, one JSON line per model')
     parser.add_argument('--families', nargs='+', help='only these families (names as --list)')
     parser.add_argument('--timeout', type=float, default=120,
                         help='seconds per model (all stages, imports included)')
@@ -398,7 +426,7 @@ def main() -> None:
         if entry['family'] in done and not args.redo:
             continue
         small = args.cls_size if entry['task'] == 'cls' else args.det_size
-        row = run_isolated(entry, small, args.timeout)
+        row = dict(run_isolated(entry, small, args.timeout), timeout=args.timeout, **stamp())
         with open(args.out, 'a') as f:
             f.write(json.dumps(row, default=float) + '\n')
         state = 'exact' if exact(row) else (
