@@ -45,11 +45,9 @@ passive_omp_wait()  # before torch loads
 import mmdms  # noqa: E402,F401
 import torch  # noqa: E402
 
-from mmdms.apis import (build_search_model, export_subnet, load_config,  # noqa: E402
-                        load_search_checkpoint, run_search, run_training, set_kept_channels,
-                        uniform_structure, width_producers)
+from mmdms.apis import (build_search_model, export_subnet, load_config, run_search,  # noqa: E402
+                        run_training, set_kept_channels, uniform_structure, width_producers)
 from mmdms.engine.hooks.evolution_search_hook import result_file  # noqa: E402
-from mmdms.models.space_structure import set_structure  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs', 'dms', 'fmnist')
@@ -407,16 +405,12 @@ def evolution(run: Run) -> dict:
     work_dir = _oneshot(run)
     with open(osp.join(work_dir, 'oneshot.json')) as f:
         oneshot = json.load(f)
-    with open(osp.join(work_dir, result_file(run.ratio))) as f:
+    found_file = osp.join(work_dir, result_file(run.ratio))
+    with open(found_file) as f:
         found = json.load(f)
-    evolution_config = config(run.supernet, 'evolution')
-    model = build_search_model(load_config(evolution_config, run.data_options))
-    load_search_checkpoint(model, oneshot['checkpoint'])
-    set_structure(model, found['structure'])
-    checkpoint = osp.join(run.work_dir, 'evolution_state.pth')
-    torch.save(dict(meta=dict(method=run.method), state_dict=model.state_dict()), checkpoint)
-    subnet = export_subnet(evolution_config, checkpoint, osp.join(run.work_dir, 'subnet'),
-                           reinit=True, force=True, cfg_options=run.data_options)
+    subnet = export_subnet(config(run.supernet, 'evolution'), oneshot['checkpoint'],
+                           osp.join(run.work_dir, 'subnet'), reinit=True, force=True,
+                           cfg_options=run.data_options, structure=found_file)
     if subnet['macs'] != found['cost']:
         raise AssertionError(f"the exported evolution structure costs {subnet['macs']} MACs, "
                              f"the search found {found['cost']}")

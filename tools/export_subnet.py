@@ -1,7 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Export the subnet a DMS search found.
 
-``python tools/export_subnet.py CONFIG CHECKPOINT --work-dir DIR [--reinit] [--force]`` writes
+``python tools/export_subnet.py CONFIG CHECKPOINT --work-dir DIR [--reinit] [--force]
+[--structure FILE]`` writes
 ``DIR/subnet.json`` (the structure, its MACs and params), ``DIR/pruned.pth`` (the static pruned
 model) and ``DIR/config.py`` (``tools/train.py DIR/config.py`` retrains it,
 ``tools/test.py DIR/config.py DIR/pruned.pth`` tests it), and prints supernet vs subnet cost.
@@ -30,6 +31,10 @@ def parse_args() -> argparse.Namespace:
                         help='initialise the subnet afresh (DMS_np retraining) instead of '
                         'keeping the searched weights')
     parser.add_argument('--force', action='store_true', help='replace an existing --work-dir')
+    parser.add_argument('--structure',
+                        help="export this structure (a JSON file: e.g. one budget's "
+                        'evolution_<ratio>.json of an evolution search) instead of the '
+                        "checkpoint's")
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the search config, key=value pairs')
@@ -40,7 +45,8 @@ def main() -> None:
     args = parse_args()
     try:
         result = export_subnet(args.config, args.checkpoint, args.work_dir, reinit=args.reinit,
-                               force=args.force, cfg_options=args.cfg_options)
+                               force=args.force, cfg_options=args.cfg_options,
+                               structure=args.structure)
     except (CheckpointMismatchError, FileExistsError, SubnetError) as e:
         raise SystemExit(f'export_subnet.py: error: {e}')
     print(result['table'])

@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Export the subnet a DMS search found: ``subnet.json``, ``pruned.pth`` and ``config.py``."""
+import json
 import os.path as osp
 from typing import Dict, List, Optional
 
@@ -9,6 +10,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmdms.models.algorithms import DMSSubnet
+from mmdms.models.space_structure import set_structure
 from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel
 from mmdms.structures import SubnetError, dump_subnet, subnet_from_algorithm
 from mmdms.utils import atomic_directory, check_new_directory
@@ -118,12 +120,32 @@ def resource_table(subnet: Dict) -> str:
     return '\n'.join([f'per sample at input {shape}:'] + lines)
 
 
+def read_structure(path: str) -> Dict[str, int]:
+    """The structure in JSON file ``path``: its ``structure`` entry (an evolution result) or
+    the whole file, ``{'width:<key>' | 'depth:<key>': kept count}``.
+
+    Raises:
+        SubnetError: the file holds no such mapping.
+    """
+    with open(path) as f:
+        data = json.load(f)
+    found = data.get('structure', data) if isinstance(data, dict) else None
+    if not (isinstance(found, dict) and found and
+            all(isinstance(k, str) and k.split(':', 1)[0] in ('width', 'depth') and
+                isinstance(v, int) for k, v in found.items())):
+        raise SubnetError(f"'{path}' holds no structure: expected a JSON object mapping "
+                          "'width:<key>' / 'depth:<key>' to kept counts, or one under "
+                          "'structure' (as EvolutionSearchHook's evolution*.json)")
+    return found
+
+
 def export_subnet(config,
                   checkpoint: str,
                   work_dir: str,
                   reinit: bool = False,
                   force: bool = False,
-                  cfg_options: Optional[Dict] = None) -> Dict:
+                  cfg_options: Optional[Dict] = None,
+                  structure: Optional[str] = None) -> Dict:
     """Export the subnet of a DMS search checkpoint to ``work_dir``.
 
     Writes ``subnet.json`` (the structure and its MACs / params, and its predicted latency if
@@ -142,6 +164,11 @@ def export_subnet(config,
             searched weights; ``config.py`` then loads nothing.
         force (bool): replace an existing ``work_dir``.
         cfg_options (dict, optional): overrides merged into the config.
+        structure (str, optional): a JSON file whose ``structure`` (or the file itself) maps
+            every width and depth of the search space to its kept count
+            (:mod:`~mmdms.models.space_structure`), e.g. one budget's ``evolution_0.25.json``
+            of an :class:`~mmdms.engine.EvolutionSearchHook` that searched several: that
+            structure is exported instead of the checkpoint's.
 
     Returns:
         dict: ``work_dir``, the written ``files``, ``macs``, ``params``, ``latency_ms``
@@ -156,11 +183,18 @@ def export_subnet(config,
     """
     work_dir = osp.abspath(work_dir)
     check_new_directory(work_dir, force)  # before the slow part
+    kept = read_structure(structure) if structure is not None else None
     cfg = load_config(config, cfg_options)
     algorithm = build_search_model(cfg)
     meta = load_search_checkpoint(algorithm, checkpoint, cfg.filename or str(config))
     if meta.get(LATENCY_META_KEY) is not None:  # a latency search: subnet.json predicts it
         algorithm.estimator.latency_model = LatencyModel.from_dict(meta[LATENCY_META_KEY])
+    if kept is not None:
+        try:
+            set_structure(algorithm, kept)
+        except KeyError as e:
+            raise SubnetError(f"'{structure}' is not a structure of this search space: "
+                              f'{e.args[0]}') from None
     algorithm.eval()
     subnet = subnet_from_algorithm(algorithm)
     static = static_subnet(algorithm, cfg, subnet)
@@ -173,6 +207,8 @@ def export_subnet(config,
     source = dict(config=osp.abspath(cfg.filename) if cfg.filename else None,
                   checkpoint=osp.abspath(checkpoint), reinit=reinit,
                   max_rel_output_diff=diff)
+    if structure is not None:
+        source['structure'] = osp.abspath(structure)
     subnet = dict(subnet, source=source)
     ckpt_meta = dict(mmdms_subnet=dict(source, macs=subnet['macs'], params=subnet['params']))
     if 'latency_ms' in subnet:

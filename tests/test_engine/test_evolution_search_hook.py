@@ -9,14 +9,12 @@ import json
 import os.path as osp
 
 import pytest
-import torch
 from mmengine.runner import Runner
 from oneshot_test_utils import REPO, tiny_evolution_config
 
-from mmdms.apis import (build_search_model, export_subnet, initialized_subnet, load_config,
-                        load_search_checkpoint)
+from mmdms.apis import export_subnet, initialized_subnet, load_config
 from mmdms.engine.hooks import EvolutionSearchHook
-from mmdms.models.space_structure import set_structure
+from mmdms.structures import SubnetError
 from mmdms.structures import load_subnet
 from mmdms.utils import count_macs
 
@@ -71,15 +69,22 @@ def test_train_search_export(tmp_path):
         if kind == 'width':
             assert exported['widths'][key]['indices'] == list(range(kept))  # the first ones
 
-    # the second budget: its structure set on the model loaded from the same checkpoint
-    model = build_search_model(load_config(config))
-    load_search_checkpoint(model, osp.join(cfg.work_dir, 'epoch_1.pth'))
-    set_structure(model, second['structure'])
-    state = str(tmp_path / 'second.pth')
-    torch.save(dict(state_dict=model.state_dict()), state)
-    subnet = export_subnet(config, state, str(tmp_path / 'subnet_0.3'), reinit=True)
+    # the second budget: exported from the same checkpoint with its structure file
+    second_file = osp.join(cfg.work_dir, 'evolution_0.3.json')
+    subnet = export_subnet(config, osp.join(cfg.work_dir, 'epoch_1.pth'),
+                           str(tmp_path / 'subnet_0.3'), reinit=True, structure=second_file)
     assert subnet['macs'] == second['cost']
     assert abs(subnet['macs'] / (0.3 * subnet['supernet']['macs']) - 1) <= 0.02
+    assert load_subnet(subnet['files']['subnet.json'])['source']['structure'] == second_file
+
+    # a structure of another space: one clear error, nothing written
+    wrong = str(tmp_path / 'wrong.json')
+    with open(wrong, 'w') as f:
+        json.dump(dict(structure={'width:nowhere': 3}), f)
+    with pytest.raises(SubnetError, match='not a structure of this search space'):
+        export_subnet(config, osp.join(cfg.work_dir, 'epoch_1.pth'), str(tmp_path / 'bad'),
+                      structure=wrong)
+    assert not osp.exists(tmp_path / 'bad')
 
 
 @pytest.mark.parametrize('ratio', [0.0, 1.5, [], [0.5, -1]])
