@@ -8,6 +8,8 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.model import BaseModel
 
+from .data_samples import tensor_forward
+
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::scaled_dot_product_attention``, which FlopAnalyzer skips: ``q k^T`` and
@@ -31,7 +33,8 @@ def convolution_mode_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 class _TensorForward(nn.Module):
-    """An OpenMMLab model's ``tensor`` mode as a plain ``forward(x)`` for tracing."""
+    """An OpenMMLab model's ``tensor`` mode as a plain ``forward(x)`` for tracing (with the
+    data samples a detector's tensor mode reads: :func:`~.data_samples.tensor_forward`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -39,7 +42,7 @@ class _TensorForward(nn.Module):
 
     def forward(self, x: torch.Tensor):
         if isinstance(self.model, BaseModel):
-            return self.model(x, mode='tensor')
+            return tensor_forward(self.model, x)
         return self.model(x)
 
 

@@ -27,10 +27,28 @@ def install_trace_forwards(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         adapter = adapter_for(module, 'trace_forward')
-        if adapter is not None:
+        if adapter is None:
+            continue
+        if module is model:
+            # FX traces the root's class forward, not an instance attribute: the copy's class
+            # becomes a subclass with the traceable forward (OpenMMLab's model signature)
+            cls = type(model)
+            model.__class__ = type(cls.__name__, (cls, ), dict(
+                forward=_root_forward(adapter), __module__=cls.__module__,
+                __qualname__=cls.__qualname__))
+        else:
             module.forward = types.MethodType(adapter.trace_forward, module)
-            count += 1
+        count += 1
     return count
+
+
+def _root_forward(adapter):
+    """``forward(inputs, data_samples=None, mode='tensor')`` of a model by its adapter."""
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return adapter.trace_forward(self, inputs, data_samples, mode)
+
+    return forward
 
 
 def output_section_widths(conv: nn.Module, sections: Sequence[int]) -> Tuple[int, ...]:

@@ -31,6 +31,8 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
+from mmdms.models.adapters.network_forward import network_forward
+from mmdms.utils.data_samples import tensor_mode_data_samples
 from .cost_polynomial import CompiledCost, compile_cost
 from .functional_macs import MatmulRecorder
 from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
@@ -120,14 +122,18 @@ class DMSResourceEstimator:
             with torch.no_grad(), recorder:
                 forward(model, torch.zeros(self.input_shape, device=param.device))
         except Exception as e:  # noqa: BLE001  (re-raised with where and why)
+            samples = tensor_mode_data_samples(model, torch.zeros(self.input_shape))
+            given = 'no data samples' if samples is None else \
+                f'{type(samples[0]).__name__}s of the input\'s geometry'
             raise CountingForwardError(
                 f"The resource estimator's counting forward of {type(model).__name__} (tensor "
-                f'mode, zeros of shape {tuple(self.input_shape)}, no data samples) failed: '
+                f'mode, zeros of shape {tuple(self.input_shape)}, {given}) failed: '
                 f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0]} (raised at '
                 f'{_raised_at(e)}). MACs are counted from that one forward: a model whose '
-                'tensor mode needs data samples (e.g. mmdet\'s DETR family) or another input '
-                'cannot be counted yet; check the mutator\'s parse_cfg.demo_input, which sets '
-                'the shape.') from e
+                'tensor mode needs other data samples than mmdms.utils.tensor_mode_data_samples '
+                'gives, or another input, cannot be counted (pass the estimator a forward: '
+                'prepare(model, space, forward=...)); check the mutator\'s '
+                'parse_cfg.demo_input, which sets the shape.') from e
         finally:
             model.train(was_training)
             recorder.remove()
@@ -416,7 +422,9 @@ def _raised_at(error: BaseException) -> str:
 
 
 def _tensor_mode(model: nn.Module, x: Tensor):
-    return model(x, mode='tensor')
+    """``model``'s tensor mode on a bare batch: mmdms's network forward
+    (:func:`~mmdms.models.adapters.network_forward.network_forward`)."""
+    return network_forward(model, x)
 
 
 def _match_pool_consumer(name: str, x: Tensor, channels: int, pool_outputs: List[tuple]) -> None:
