@@ -21,6 +21,13 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
+def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::baddbmm(input, a, b)`` (``torch.nn.MultiheadAttention``'s masked scores), which
+    FlopAnalyzer skips: the ``bmm`` of ``a`` and ``b``."""
+    n, c, t = get_shape(inputs[1])
+    return n * c * t * get_shape(inputs[2])[-1]
+
+
 def convolution_mode_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::_convolution_mode``, a conv with string padding (``padding='same'``, e.g.
     ConvMixer's depthwise convs), which FlopAnalyzer skips (it counts ``aten::_convolution``):
@@ -49,7 +56,8 @@ class _TensorForward(nn.Module):
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-adds per sample of ``model`` (eval mode) on an input of ``input_shape``, counted
     by mmengine's :class:`~mmengine.analysis.FlopAnalyzer` (one multiply-add = one "flop") plus
-    scaled dot-product attention and string-padded convs (which it skips)."""
+    scaled dot-product attention, string-padded convs and ``baddbmm`` (which it skips); an
+    OpenMMLab model runs its tensor mode on a bare batch (:func:`.data_samples.tensor_forward`)."""
     was_training = model.training
     model.eval()
     try:
@@ -58,6 +66,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
         analyzer = FlopAnalyzer(_TensorForward(model), inputs)
         analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
         analyzer.set_op_handle('aten::_convolution_mode', convolution_mode_flop_jit)
+        analyzer.set_op_handle('aten::baddbmm', baddbmm_flop_jit)
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
         with torch.no_grad():
