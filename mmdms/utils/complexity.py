@@ -28,6 +28,18 @@ def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return n * c * t * get_shape(inputs[2])[-1]
 
 
+def native_multi_head_attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``aten::_native_multi_head_attention`` (``torch.nn.MultiheadAttention``'s fused fast
+    path in eval, batch first), which FlopAnalyzer skips: as its slow path, the input
+    projections of query ``(B, L, E)``, key and value ``(B, S, E)``, ``q k^T`` and ``attn v``
+    (``B L S E`` each) and the output projection."""
+    query, key, value = (get_shape(x) for x in inputs[:3])
+    batch, length, embed = query
+    source = key[-2]
+    return batch * ((length + source + value[-2]) * embed * embed + 2 * length * source * embed
+                    + length * embed * embed)
+
+
 def convolution_mode_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """``aten::_convolution_mode``, a conv with string padding (``padding='same'``, e.g.
     ConvMixer's depthwise convs), which FlopAnalyzer skips (it counts ``aten::_convolution``):
@@ -56,8 +68,9 @@ class _TensorForward(nn.Module):
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-adds per sample of ``model`` (eval mode) on an input of ``input_shape``, counted
     by mmengine's :class:`~mmengine.analysis.FlopAnalyzer` (one multiply-add = one "flop") plus
-    scaled dot-product attention, string-padded convs and ``baddbmm`` (which it skips); an
-    OpenMMLab model runs its tensor mode on a bare batch (:func:`.data_samples.tensor_forward`)."""
+    scaled dot-product attention, string-padded convs, ``baddbmm`` and the fused multi-head
+    attention (which it skips); an OpenMMLab model runs its tensor mode on a bare batch
+    (:func:`.data_samples.tensor_forward`)."""
     was_training = model.training
     model.eval()
     try:
@@ -67,6 +80,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
         analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
         analyzer.set_op_handle('aten::_convolution_mode', convolution_mode_flop_jit)
         analyzer.set_op_handle('aten::baddbmm', baddbmm_flop_jit)
+        analyzer.set_op_handle('aten::_native_multi_head_attention',
+                               native_multi_head_attention_flop_jit)
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analyzer.tracer_warnings('none')
         with torch.no_grad():
