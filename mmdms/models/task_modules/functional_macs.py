@@ -15,7 +15,7 @@ searched where no family adapter builds them, and a product inside a module whos
 records the module (a searched attention, which counts its own products) is left to that rule.
 """
 import inspect
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -79,8 +79,30 @@ def _product_macs(func, args: tuple, kwargs: dict) -> int:
     return 0
 
 
+#: FlopAnalyzer's count per output element of the upsamplings it counts.
+_UPSAMPLE_MACS = {'nearest': 1, 'bilinear': 4}
+
+
+def upsample_macs_per_channel(func, args: tuple, kwargs: dict, out) -> Optional[Tuple[int, int]]:
+    """``(MACs per channel, channels)`` of an ``F.interpolate`` FlopAnalyzer counts (nearest:
+    one per output element, bilinear: four; 4-D inputs), else None."""
+    if func is not F.interpolate or not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return None
+    mode = kwargs.get('mode', args[3] if len(args) > 3 else 'nearest')
+    factor = _UPSAMPLE_MACS.get(mode)
+    if factor is None:
+        return None
+    return out[0, 0].numel() * out.shape[0] * factor, out.shape[1]
+
+
 class MatmulRecorder(TorchFunctionMode):
-    """Records ``(module name, MACs)`` of every matrix product of a forward.
+    """Records ``(module name, MACs)`` of every matrix product of a forward, and
+    ``(module name, MACs per channel, source layer, channels)`` of every upsampling
+    (``F.interpolate``, nearest or bilinear: an FPN's or a YOLO neck's top-down path).
+
+    An upsampling's cost scales with its channels: its source is the recorded layer whose
+    output it reads, directly or through shape-keeping functions (activations, adds); the
+    estimator counts it at that layer's kept output width (at full size if there is none).
 
     Args:
         model (nn.Module): the model; its modules' forwards are followed with hooks.
@@ -91,27 +113,51 @@ class MatmulRecorder(TorchFunctionMode):
     def __init__(self, model: nn.Module, recorded_by_rule: Callable[[str], bool]) -> None:
         super().__init__()
         self.products: List[Tuple[str, int]] = []
+        self.upsamplings: List[Tuple[str, int, Optional[str], int]] = []
         self._stack: List[Tuple[str, bool]] = [('', False)]
+        #: id(tensor) -> (tensor, the recorded layer whose output it carries)
+        self._sources: Dict[int, Tuple[torch.Tensor, str]] = {}
         self._handles = []
         for name, module in model.named_modules():
             ruled = recorded_by_rule(name)
             self._handles.append(module.register_forward_pre_hook(
                 lambda mod, args, name=name, ruled=ruled: self._enter(name, ruled)))
-            self._handles.append(module.register_forward_hook(self._leave))
+            self._handles.append(module.register_forward_hook(
+                lambda mod, args, out, name=name, ruled=ruled: self._leave(name, ruled, out)))
 
     def _enter(self, name: str, ruled: bool) -> None:
         self._stack.append((name, ruled or self._stack[-1][1]))
 
-    def _leave(self, module: nn.Module, args, output) -> None:
+    def _leave(self, name: str, ruled: bool, output) -> None:
         self._stack.pop()  # returns None: the output stays as it is
+        if ruled and isinstance(output, torch.Tensor) and output.dim() == 4:
+            self._sources[id(output)] = (output, name)
+
+    def _source(self, tensor) -> Optional[str]:
+        found = self._sources.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return found[1] if found is not None and found[0] is tensor else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self._stack[-1][1]:
+        inside_rule = self._stack[-1][1]
+        if not inside_rule:
             macs = _product_macs(func, args, kwargs)
             if macs:
                 self.products.append((self._stack[-1][0], macs))
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if not inside_rule:
+            upsample = upsample_macs_per_channel(func, args, kwargs, out)
+            if upsample is not None:
+                self.upsamplings.append((self._stack[-1][0], upsample[0],
+                                         self._source(args[0] if args else None), upsample[1]))
+            elif isinstance(out, torch.Tensor) and out.dim() == 4:
+                # a shape-keeping function (activation, residual add) carries its source
+                for arg in args[:2]:
+                    source = self._source(arg)
+                    if source is not None and arg.shape == out.shape:
+                        self._sources[id(out)] = (out, source)
+                        break
+        return out
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -13,9 +13,10 @@ searched attentions, norms and adaptive average pooling.
   YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
   :class:`~.functional_macs.MatmulRecorder` during the same forward, at fixed sizes, weighted
   by their block's depth mask;
-* element-wise ops, max pooling and upsampling are not counted. ``FlopAnalyzer`` skips the first
-  two; it counts nearest upsampling (one per output element): 0.013% of the YOLOv8 supernet's
-  MACs (the classifiers have none).
+* upsamplings (``F.interpolate``, nearest or bilinear), as FlopAnalyzer counts them (one or
+  four per output element), at the kept output width of the recorded layer they read (through
+  activations and adds); element-wise ops and max pooling are not counted (FlopAnalyzer skips
+  them).
 
 Hard-mask counts are accumulated in float64, so that they are exact integers also beyond 2^24.
 
@@ -63,6 +64,10 @@ class DMSResourceEstimator:
         self._fixed_params = 0
         #: ``(module, MACs)`` of the matrix products no layer makes (fixed sizes).
         self.products: List[tuple] = []
+        #: ``(module, MACs per channel, source layer, channels)`` of the upsamplings, counted
+        #: at their source layer's kept output width.
+        self.upsamplings: List[tuple] = []
+        self._out_channels: Dict[str, int] = {}
         self._block_params: Dict[str, int] = {}
         self._free_params: List[tuple] = []
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
@@ -140,6 +145,8 @@ class DMSResourceEstimator:
             for handle in handles:
                 handle.remove()
         self.products = recorder.products
+        self.upsamplings = recorder.upsamplings
+        self._out_channels = {c.name: c.out_channels for c in self.calls}
         self._split_params(model)
 
     def _split_params(self, model: nn.Module) -> None:
@@ -252,7 +259,18 @@ class DMSResourceEstimator:
     def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         return [_weighted(call.rule.macs(call, call.rule.widths(call, reader)), depth(call.name))
                 for call in self.calls] + \
-            [_weighted(macs, depth(name)) for name, macs in self.products]
+            [_weighted(macs, depth(name)) for name, macs in self.products] + \
+            [_weighted(per_channel * self._source_width(reader, source, channels), depth(name))
+             for name, per_channel, source, channels in self.upsamplings]
+
+    def _source_width(self, reader: MaskReader, source: Optional[str], channels: int):
+        """Kept output channels of an upsampling's source layer (``channels`` where it has
+        no output mask or another channel count)."""
+        if source is None:
+            return channels
+        if self._out_channels.get(source) != channels:
+            return channels
+        return reader.width(reader.layer(source).out_mask, channels)
 
     def _params_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         terms, seen = [float(self._fixed_params)], set()
