@@ -4,6 +4,7 @@ import importlib.util
 
 from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_for,
                    adapters_with, import_module_type, registered_adapters, residual_predicate)
+from . import mmdet_two_stage  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402

@@ -13,7 +13,11 @@ package is not installed). It overrides what its family needs, and nothing else:
   of tracing it (the tracer then treats the module as a leaf), writing them into the
   :class:`~mmdms.models.search_space.SearchSpace`;
 * :meth:`FamilyAdapter.static_rule`: after the export sliced the module's layers, make the
-  module consistent with them (split sizes, pruned attention shapes).
+  module consistent with them (split sizes, pruned attention shapes);
+* :meth:`FamilyAdapter.tensor_forward`: for a whole model, the network forward mmdms runs on a
+  bare input batch (its tensor mode without data samples): the one the resource estimator
+  counts, the export's output check and ``count_macs`` compare, where the model's own tensor
+  mode depends on the data (a two-stage detector's proposals come out of an NMS).
 
 The mutator and the export look adapters up here (:func:`adapters_with`, :func:`adapter_for`);
 they import no family. A user adds a family from their own package with one registered class::
@@ -35,7 +39,8 @@ import torch.nn as nn
 
 from mmdms.registry import ADAPTERS
 
-CAPABILITIES = ('trace_forward', 'is_residual_block', 'build_space', 'static_rule')
+CAPABILITIES = ('trace_forward', 'is_residual_block', 'build_space', 'static_rule',
+                'tensor_forward')
 
 
 class FamilyAdapter:
@@ -71,6 +76,12 @@ class FamilyAdapter:
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         """Make ``module`` (named ``name``, its layers already sliced to ``subnet``)
         consistent with them, in place."""
+        raise NotImplementedError
+
+    def tensor_forward(self, module: nn.Module, inputs, data_samples):
+        """The network forward of the whole model ``module`` on ``inputs`` (``data_samples``:
+        one per image, with its geometry), with the same layers the model's tensor mode runs;
+        its output is what the model's tensor mode gives without data samples."""
         raise NotImplementedError
 
     def provides(self, capability: str) -> bool:

@@ -11,6 +11,8 @@ from mmrazor.registry import MODELS, TASK_UTILS
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmdms.models.adapters.network_forward import network_forward
+
 
 #: Scale of the logged ``r_c`` / ``r_t``: MACs and params in millions, latency in ms.
 RESOURCE_LOG_SCALE = dict(macs=1e-6, params=1e-6, latency=1.0)
@@ -195,6 +197,11 @@ class DMS(BaseAlgorithm):
         scale = RESOURCE_LOG_SCALE.get(self.resource_type, 1.0)
         return dict(loss_resource=loss, r_c=r_c.detach() * scale,
                     r_t=torch.tensor(r_t * scale))
+
+    def _forward(self, inputs, data_samples=None):
+        """``tensor`` mode; without data samples, mmdms's network forward of the architecture
+        (:func:`~mmdms.models.adapters.network_forward.network_forward`)."""
+        return network_forward(self.architecture, inputs, data_samples)
 
     def loss(self, inputs: Tensor, data_samples=None) -> Dict[str, Tensor]:
         losses = self.architecture(inputs, data_samples, mode='loss')

@@ -7,6 +7,7 @@ from mmrazor.models.algorithms import BaseAlgorithm
 from mmrazor.registry import MODELS
 
 from mmdms.structures import load_subnet, prune_to_subnet
+from mmdms.models.adapters.network_forward import network_forward
 
 
 def merge_data_preprocessor(architecture, data_preprocessor):
@@ -47,3 +48,8 @@ class DMSSubnet(BaseAlgorithm):
         super().__init__(architecture, data_preprocessor, init_cfg)
         self.subnet = load_subnet(subnet) if isinstance(subnet, str) else dict(subnet)
         prune_to_subnet(self.architecture, self.subnet)
+
+    def _forward(self, inputs, data_samples=None):
+        """``tensor`` mode; without data samples, mmdms's network forward of the architecture
+        (:func:`~mmdms.models.adapters.network_forward.network_forward`)."""
+        return network_forward(self.architecture, inputs, data_samples)

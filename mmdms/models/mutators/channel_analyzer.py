@@ -50,6 +50,7 @@ from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
 from mmdms.models.layer_rules import LAYER_RULES, searchable_layers
+from .channel_shuffle import ChannelShuffleNode, is_channel_shuffle, unshuffled_units
 from .concrete_tracer import ConcreteFxTracer
 from .norm_folding import norm_streams
 from .trace_forwards import install_trace_forwards
@@ -250,11 +251,13 @@ class LayerNormChannelNode(PassUnionChannelNode):
 
 
 def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode]) -> ChannelNode:
-    """MMRazor's node converter, with channel splits, the parts picked from them and
-    LayerNorms over the last axis."""
+    """MMRazor's node converter, with channel splits, the parts picked from them, channel
+    shuffles and LayerNorms over the last axis."""
     if type(node.val) is nn.LayerNorm and len(node.val.normalized_shape) == 1:
         return LayerNormChannelNode.copy_from(node)
     fx_node = fx_nodes.get(node.name)
+    if fx_node is not None and is_channel_shuffle(fx_node):
+        return ChannelShuffleNode.copy_from(node)
     if fx_node is not None:
         spec = SplitSpec.from_fx_node(fx_node)
         if spec is not None:
@@ -423,7 +426,17 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
                 + f': {type(e).__name__}: {first}')
             error.module_name, error.module_type = name, module_type
             raise error from e
-        return self._find_mutable_units(model, channel_graph.generate_units_config())
+        #: ``{layer: why its width is fixed}`` for the layers of widths MMRazor keeps fixed.
+        self.layer_reasons: Dict[str, str] = {}
+        units_config, shuffled = unshuffled_units(channel_graph.generate_units_config(),
+                                                  channel_graph,
+                                                  lambda n: _node_module(fx_nodes.get(n)))
+        modules = dict(model.named_modules())
+        for cfg, why in shuffled:
+            for channel in (c for side in cfg['channels'].values() for c in side):
+                if channel.get('name') in modules:
+                    self.layer_reasons.setdefault(channel['name'], why)
+        return self._find_mutable_units(model, units_config)
 
     def _fx_trace(self, model: nn.Module) -> FxGraph:
         """MMRazor's ``_fx_trace``; a :class:`ConcreteFxTracer` also gets the demo input as
@@ -458,8 +471,6 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         for unit in units:
             unit.prepare_for_pruning(model)
         mutable_units = [unit for unit in units if unit.is_mutable]
-        #: ``{layer: why its width is fixed}`` for the layers of widths MMRazor keeps fixed.
-        self.layer_reasons: Dict[str, str] = {}
         self._record_reasons([(u, fixed_width_reason(u)) for u in units if not u.is_mutable])
         inputs = self.demo_input.get_data(model)
         model.eval()

@@ -7,6 +7,7 @@ MMRazor's pruned-forward check); the model DMS searches keeps its own forward. E
 exactly what the module's forward computes, with the same submodules in the same order, so the
 channel dependencies found are those of the real forward.
 """
+import inspect
 import types
 from typing import Sequence, Tuple
 
@@ -27,10 +28,33 @@ def install_trace_forwards(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         adapter = adapter_for(module, 'trace_forward')
-        if adapter is not None:
+        if adapter is None:
+            continue
+        if module is model and _takes_data_samples(adapter):
+            # FX traces the root's class forward, not an instance attribute: the copy's class
+            # becomes a subclass with the traceable forward (OpenMMLab's model signature)
+            cls = type(model)
+            model.__class__ = type(cls.__name__, (cls, ), dict(
+                forward=_root_forward(adapter), __module__=cls.__module__,
+                __qualname__=cls.__qualname__))
+        else:
             module.forward = types.MethodType(adapter.trace_forward, module)
-            count += 1
+        count += 1
     return count
+
+
+def _takes_data_samples(adapter) -> bool:
+    """Whether ``adapter.trace_forward`` has OpenMMLab's model signature."""
+    return 'data_samples' in inspect.signature(adapter.trace_forward).parameters
+
+
+def _root_forward(adapter):
+    """``forward(inputs, data_samples=None, mode='tensor')`` of a model by its adapter."""
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return adapter.trace_forward(self, inputs, data_samples, mode)
+
+    return forward
 
 
 def output_section_widths(conv: nn.Module, sections: Sequence[int]) -> Tuple[int, ...]:

@@ -1,6 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Multiply-adds of matrix products that no layer makes: ``q @ k.transpose(-2, -1)``,
-``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``.
+``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, and the functional ``F.linear`` /
+``baddbmm`` of ``torch.nn.MultiheadAttention`` (DETR), whose projections are parameters or a
+Linear it calls as a function, so no layer rule sees a call.
 
 A layer rule counts a module's MACs from its recorded call; a product of two tensors computed
 in a forward's own code (the attention of Swin, Twins, XCiT, MobileViT, LeViT ...) belongs to
@@ -12,15 +14,20 @@ Their sizes are taken as fixed: the attention internals these products belong to
 searched where no family adapter builds them, and a product inside a module whose layer rule
 records the module (a searched attention, which counts its own products) is left to that rule.
 """
-from typing import Callable, List, Tuple
+import inspect
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 #: The functions of a matrix product of two tensors, as FlopAnalyzer counts them.
 _MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
             torch.Tensor.bmm)
+#: ``baddbmm(input, a, b)``: the product ``a @ b`` (``torch.nn.MultiheadAttention``'s scores
+#: with a mask; ``count_macs`` counts it as a ``bmm``, FlopAnalyzer alone skips it).
+_ADD_MATMULS = (torch.baddbmm, torch.Tensor.baddbmm)
 
 
 def matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -29,8 +36,73 @@ def matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
     return a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
 
 
+def multi_head_attention_macs(args: tuple, kwargs: dict) -> int:
+    """FlopAnalyzer's count of ``F.multi_head_attention_forward`` (``torch.nn.
+    MultiheadAttention``, e.g. in DETR's transformer), which a torch function mode sees as one
+    call: the input projections of query ``(L, N, E)``, key ``(S, N, E_k)`` and value
+    ``(S, N, E_v)`` (``F.linear``), the scores ``q k^T`` and ``attn v`` (``bmm`` /
+    ``baddbmm``, or scaled dot-product attention: ``N L S E`` each) and the output
+    projection."""
+    bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+    bound.apply_defaults()
+    a = bound.arguments
+    query, key, value = a['query'], a['key'], a['value']
+    if query.dim() == 2:  # unbatched
+        query, key, value = query[:, None], key[:, None], value[:, None]
+    length, batch, embed = query.shape
+    source = key.shape[0] + (a['bias_k'] is not None) + bool(a['add_zero_attn'])
+    projections = length * embed + key.shape[0] * key.shape[-1] + \
+        value.shape[0] * value.shape[-1]
+    out_features = a['out_proj_weight'].shape[0]
+    return batch * (projections * embed + 2 * length * source * embed +
+                    length * embed * out_features)
+
+
+def _product_macs(func, args: tuple, kwargs: dict) -> int:
+    """FlopAnalyzer's count of one call of a matrix product (0 for any other function)."""
+    if func in _MATMULS:
+        operands = args[:2]
+    elif func in _ADD_MATMULS:
+        operands = (args[1:3] if len(args) >= 3 else
+                    (kwargs.get('batch1'), kwargs.get('batch2')))
+    elif func is F.linear:
+        # ``F.linear(x, W)`` outside a Linear layer (``torch.nn.MultiheadAttention``'s packed
+        # input projection, its ``out_proj`` called as a function): ``prod(x.shape) * W.rows``
+        weight = args[1] if len(args) > 1 else kwargs.get('weight')
+        return args[0].numel() * weight.shape[0] if isinstance(weight, torch.Tensor) else 0
+    elif func is F.multi_head_attention_forward:
+        return multi_head_attention_macs(args, kwargs)
+    else:
+        return 0
+    if len(operands) == 2 and all(isinstance(t, torch.Tensor) for t in operands):
+        return matmul_macs(*operands)
+    return 0
+
+
+#: FlopAnalyzer's count per output element of the upsamplings it counts.
+_UPSAMPLE_MACS = {'nearest': 1, 'bilinear': 4}
+
+
+def upsample_macs_per_channel(func, args: tuple, kwargs: dict, out) -> Optional[Tuple[int, int]]:
+    """``(MACs per channel, channels)`` of an ``F.interpolate`` FlopAnalyzer counts (nearest:
+    one per output element, bilinear: four; 4-D inputs), else None."""
+    if func is not F.interpolate or not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return None
+    mode = kwargs.get('mode', args[3] if len(args) > 3 else 'nearest')
+    factor = _UPSAMPLE_MACS.get(mode)
+    if factor is None:
+        return None
+    return out[0, 0].numel() * out.shape[0] * factor, out.shape[1]
+
+
 class MatmulRecorder(TorchFunctionMode):
-    """Records ``(module name, MACs)`` of every matrix product of a forward.
+    """Records ``(module name, MACs)`` of every matrix product of a forward, and
+    ``(module name, MACs per channel, source layer, channels)`` of every upsampling
+    (``F.interpolate``, nearest or bilinear: an FPN's or a YOLO neck's top-down path).
+
+    An upsampling's cost scales with its channels: its source is the recorded layer whose
+    output it reads, directly or through shape-keeping functions (activations, adds); the
+    estimator counts it at that layer's kept output width (at full size if there is none).
 
     Args:
         model (nn.Module): the model; its modules' forwards are followed with hooks.
@@ -41,26 +113,51 @@ class MatmulRecorder(TorchFunctionMode):
     def __init__(self, model: nn.Module, recorded_by_rule: Callable[[str], bool]) -> None:
         super().__init__()
         self.products: List[Tuple[str, int]] = []
+        self.upsamplings: List[Tuple[str, int, Optional[str], int]] = []
         self._stack: List[Tuple[str, bool]] = [('', False)]
+        #: id(tensor) -> (tensor, the recorded layer whose output it carries)
+        self._sources: Dict[int, Tuple[torch.Tensor, str]] = {}
         self._handles = []
         for name, module in model.named_modules():
             ruled = recorded_by_rule(name)
             self._handles.append(module.register_forward_pre_hook(
                 lambda mod, args, name=name, ruled=ruled: self._enter(name, ruled)))
-            self._handles.append(module.register_forward_hook(self._leave))
+            self._handles.append(module.register_forward_hook(
+                lambda mod, args, out, name=name, ruled=ruled: self._leave(name, ruled, out)))
 
     def _enter(self, name: str, ruled: bool) -> None:
         self._stack.append((name, ruled or self._stack[-1][1]))
 
-    def _leave(self, module: nn.Module, args, output) -> None:
+    def _leave(self, name: str, ruled: bool, output) -> None:
         self._stack.pop()  # returns None: the output stays as it is
+        if ruled and isinstance(output, torch.Tensor) and output.dim() == 4:
+            self._sources[id(output)] = (output, name)
+
+    def _source(self, tensor) -> Optional[str]:
+        found = self._sources.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return found[1] if found is not None and found[0] is tensor else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _MATMULS and len(args) >= 2 and not self._stack[-1][1] and \
-                all(isinstance(t, torch.Tensor) for t in args[:2]):
-            self.products.append((self._stack[-1][0], matmul_macs(args[0], args[1])))
-        return func(*args, **kwargs)
+        inside_rule = self._stack[-1][1]
+        if not inside_rule:
+            macs = _product_macs(func, args, kwargs)
+            if macs:
+                self.products.append((self._stack[-1][0], macs))
+        out = func(*args, **kwargs)
+        if not inside_rule:
+            upsample = upsample_macs_per_channel(func, args, kwargs, out)
+            if upsample is not None:
+                self.upsamplings.append((self._stack[-1][0], upsample[0],
+                                         self._source(args[0] if args else None), upsample[1]))
+            elif isinstance(out, torch.Tensor) and out.dim() == 4:
+                # a shape-keeping function (activation, residual add) carries its source
+                for arg in args[:2]:
+                    source = self._source(arg)
+                    if source is not None and arg.shape == out.shape:
+                        self._sources[id(out)] = (out, source)
+                        break
+        return out
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -13,9 +13,10 @@ searched attentions, norms and adaptive average pooling.
   YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
   :class:`~.functional_macs.MatmulRecorder` during the same forward, at fixed sizes, weighted
   by their block's depth mask;
-* element-wise ops, max pooling and upsampling are not counted. ``FlopAnalyzer`` skips the first
-  two; it counts nearest upsampling (one per output element): 0.013% of the YOLOv8 supernet's
-  MACs (the classifiers have none).
+* upsamplings (``F.interpolate``, nearest or bilinear), as FlopAnalyzer counts them (one or
+  four per output element), at the kept output width of the recorded layer they read (through
+  activations and adds); element-wise ops and max pooling are not counted (FlopAnalyzer skips
+  them).
 
 Hard-mask counts are accumulated in float64, so that they are exact integers also beyond 2^24.
 
@@ -31,6 +32,8 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
+from mmdms.models.adapters.network_forward import network_forward
+from mmdms.utils.data_samples import tensor_mode_data_samples
 from .cost_polynomial import CompiledCost, compile_cost
 from .functional_macs import MatmulRecorder
 from .latency_model import (LatencyModel, TensorModeForward, Timer, fit_layer, latency_basis,
@@ -61,6 +64,10 @@ class DMSResourceEstimator:
         self._fixed_params = 0
         #: ``(module, MACs)`` of the matrix products no layer makes (fixed sizes).
         self.products: List[tuple] = []
+        #: ``(module, MACs per channel, source layer, channels)`` of the upsamplings, counted
+        #: at their source layer's kept output width.
+        self.upsamplings: List[tuple] = []
+        self._out_channels: Dict[str, int] = {}
         self._block_params: Dict[str, int] = {}
         self._free_params: List[tuple] = []
         #: The fitted :class:`~mmdms.models.task_modules.latency_model.LatencyModel`.
@@ -120,20 +127,26 @@ class DMSResourceEstimator:
             with torch.no_grad(), recorder:
                 forward(model, torch.zeros(self.input_shape, device=param.device))
         except Exception as e:  # noqa: BLE001  (re-raised with where and why)
+            samples = tensor_mode_data_samples(model, torch.zeros(self.input_shape))
+            given = 'no data samples' if samples is None else \
+                f'{type(samples[0]).__name__}s of the input\'s geometry'
             raise CountingForwardError(
                 f"The resource estimator's counting forward of {type(model).__name__} (tensor "
-                f'mode, zeros of shape {tuple(self.input_shape)}, no data samples) failed: '
+                f'mode, zeros of shape {tuple(self.input_shape)}, {given}) failed: '
                 f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0]} (raised at '
                 f'{_raised_at(e)}). MACs are counted from that one forward: a model whose '
-                'tensor mode needs data samples (e.g. mmdet\'s DETR family) or another input '
-                'cannot be counted yet; check the mutator\'s parse_cfg.demo_input, which sets '
-                'the shape.') from e
+                'tensor mode needs other data samples than mmdms.utils.tensor_mode_data_samples '
+                'gives, or another input, cannot be counted (pass the estimator a forward: '
+                'prepare(model, space, forward=...)); check the mutator\'s '
+                'parse_cfg.demo_input, which sets the shape.') from e
         finally:
             model.train(was_training)
             recorder.remove()
             for handle in handles:
                 handle.remove()
         self.products = recorder.products
+        self.upsamplings = recorder.upsamplings
+        self._out_channels = {c.name: c.out_channels for c in self.calls}
         self._split_params(model)
 
     def _split_params(self, model: nn.Module) -> None:
@@ -246,7 +259,18 @@ class DMSResourceEstimator:
     def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         return [_weighted(call.rule.macs(call, call.rule.widths(call, reader)), depth(call.name))
                 for call in self.calls] + \
-            [_weighted(macs, depth(name)) for name, macs in self.products]
+            [_weighted(macs, depth(name)) for name, macs in self.products] + \
+            [_weighted(per_channel * self._source_width(reader, source, channels), depth(name))
+             for name, per_channel, source, channels in self.upsamplings]
+
+    def _source_width(self, reader: MaskReader, source: Optional[str], channels: int):
+        """Kept output channels of an upsampling's source layer (``channels`` where it has
+        no output mask or another channel count)."""
+        if source is None:
+            return channels
+        if self._out_channels.get(source) != channels:
+            return channels
+        return reader.width(reader.layer(source).out_mask, channels)
 
     def _params_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         terms, seen = [float(self._fixed_params)], set()
@@ -416,7 +440,9 @@ def _raised_at(error: BaseException) -> str:
 
 
 def _tensor_mode(model: nn.Module, x: Tensor):
-    return model(x, mode='tensor')
+    """``model``'s tensor mode on a bare batch: mmdms's network forward
+    (:func:`~mmdms.models.adapters.network_forward.network_forward`)."""
+    return network_forward(model, x)
 
 
 def _match_pool_consumer(name: str, x: Tensor, channels: int, pool_outputs: List[tuple]) -> None:
