@@ -59,8 +59,9 @@ class DMSMutator(ChannelMutator):
     ``ModuleList`` whose output reaches their input through additions in the executed graph
     (:mod:`.residual_graph`). A run of consecutive such blocks under one parent, each fed by the
     one before and of equal shapes, forms a stage with one :class:`DMSMutableBlocks`, and block
-    ``i`` computes ``x + m_i (g(x) - x)`` through a forward hook, without touching its code. Nothing downstream reads the mutator: the
-    estimator, the export, the hooks and the plot read :attr:`space`.
+    ``i`` computes ``x + m_i (g(x) - x)`` through a forward hook, without touching its code.
+    Nothing downstream reads the mutator: the estimator, the export, the hooks and the plot read
+    :attr:`space`.
 
     Args:
         channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
@@ -356,8 +357,9 @@ class DMSMutator(ChannelMutator):
         decided = {name: self.block_matcher.decision(module)
                    for name, module in model.named_modules() if name}
         by_rule = [name for name, decision in decided.items() if decision]
-        asked = [name for name in graph_candidates(model) if decided[name] is None] \
-            if self.blocks_from_graph else []
+        # (a module held under two names is asked about once, under its first)
+        asked = [name for name in graph_candidates(model)
+                 if name in decided and decided[name] is None] if self.blocks_from_graph else []
         try:
             records = record_blocks(model, by_rule + asked,
                                     lambda prepare: self._demo_forward(model, analyzer, prepare))
