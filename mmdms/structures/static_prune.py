@@ -5,7 +5,8 @@ Pure slicing, no tracing: every listed layer keeps the input and output channels
 names, as its layer rule slices it (:mod:`mmdms.models.layer_rules`: weights, biases and
 BatchNorm statistics alike; a depthwise conv keeps ``groups`` equal to its channels), free
 parameters (class token, position embedding) are sliced on their last axis and removed blocks
-become :class:`~mmdms.models.architectures.RemovedBlock` identities. Then every module whose
+become :class:`~mmdms.models.architectures.RemovedBlock` identities (keeping the plain
+attributes, e.g. ``out_channels``, that a parent's forward may read). Then every module whose
 family adapter has a static rule (:mod:`mmdms.models.adapters`) is made consistent with its
 sliced layers: a searched attention becomes a
 :class:`~mmdms.models.architectures.PrunedMultiheadAttention`, a module whose ``forward`` reads a
@@ -81,7 +82,7 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
     """
     check_subnet_fits(model, subnet)
     for name in removed_blocks(subnet):
-        _replace(model, name, RemovedBlock())
+        _replace(model, name, RemovedBlock.of(model.get_submodule(name), name))
     for name, layer in subnet.get('layers', {}).items():
         if not in_removed_block(name, subnet):
             prune_layer(model.get_submodule(name), layer['kept_in'], layer['kept_out'], name)

@@ -195,3 +195,19 @@ def test_csp_layer_splits_at_the_kept_widths_of_its_halves():
     assert static.state_dict().keys() == DMSSubnet(CSPNet(), subnet).state_dict().keys()
     with pytest.raises(ValueError, match='two non-empty halves'):
         PrunedCSPLayerWithTwoConv.convert_from(csp, (sum(csp.split_sizes), 0))
+
+
+def test_removed_block_keeps_plain_attributes_and_names_what_it_lacks():
+    """A parent may read a setting of its last block (VAN: ``block.out_channels``)."""
+    block = nn.Conv2d(4, 8, 3, padding=1)
+    removed = RemovedBlock.of(block, 'stages.1.3')
+    assert (removed.out_channels, removed.kernel_size, removed.padding_mode) == \
+        (8, (3, 3), 'zeros')
+    with pytest.raises(AttributeError, match=r"'stages\.1\.3' \(Conv2d\) was removed by the "
+                                             r"depth search .* no attribute 'weight'"):
+        removed.weight
+    assert getattr(removed, 'self_attn', None) is None  # getattr's default still works
+    copied = copy.deepcopy(removed)
+    assert copied.out_channels == 8 and not list(copied.parameters())
+    x = torch.randn(2, 4)
+    assert copied(x, (1, 2)) is x

@@ -36,6 +36,11 @@ class ThinSearchSpaceWarning(UserWarning):
     """The search space covers too few conv / linear weights."""
 
 
+class ResidualGraphWarning(UserWarning):
+    """The forward that finds identity-residual blocks from the graph failed: depth is searched
+    only in the blocks the family adapters and ``block_types`` name."""
+
+
 class ValueDependentTraceWarning(UserWarning):
     """The model's Python code decided something on a tensor's values while it was traced on the
     demo input (``if x.sum() > 0``, ``int(t)``): the channel graph is that of the path the demo

@@ -17,12 +17,13 @@ from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer  # noqa: F401
-from .diagnostics import (SearchSpaceBuildError, SearchSpaceConfigError, ThinSearchSpaceError,
-                          ThinSearchSpaceWarning, ValueDependentTraceWarning, build_error,
-                          fixes, group_names)
+from .diagnostics import (ResidualGraphWarning, SearchSpaceBuildError, SearchSpaceConfigError,
+                          ThinSearchSpaceError, ThinSearchSpaceWarning,
+                          ValueDependentTraceWarning, build_error, fixes, group_names)
 from .norm_folding import fold_masks_into_norms
 from .recording_tracer import RecordingFxTracer
 from .residual_blocks import ResidualBlockMatcher, import_class
+from .residual_graph import BlockRecord, graph_candidates, innermost, record_blocks
 
 
 class UntraceableModuleError(RuntimeError):
@@ -53,10 +54,14 @@ class DMSMutator(ChannelMutator):
     whose layers multiply their inputs by the group's soft mask. A module whose family adapter
     builds its space from its layout (:mod:`mmdms.models.adapters`, e.g. a ViT) is a leaf for
     the tracer and gets its widths from the adapter. Depths come from identity-residual blocks
-    (:mod:`.residual_blocks`): the searchable blocks under one parent module form a stage with
-    one :class:`DMSMutableBlocks`, and block ``i`` computes ``x + m_i (g(x) - x)`` through a
-    forward hook, without touching its code. Nothing downstream reads the mutator: the
-    estimator, the export, the hooks and the plot read :attr:`space`.
+    ``g(x) = x + f(x)``: those the family adapters and ``block_types`` name
+    (:mod:`.residual_blocks`), and, for every other type, the elements of a ``Sequential`` /
+    ``ModuleList`` whose output reaches their input through additions in the executed graph
+    (:mod:`.residual_graph`). A run of consecutive such blocks under one parent, each fed by the
+    one before and of equal shapes, forms a stage with one :class:`DMSMutableBlocks`, and block
+    ``i`` computes ``x + m_i (g(x) - x)`` through a forward hook, without touching its code.
+    Nothing downstream reads the mutator: the estimator, the export, the hooks and the plot read
+    :attr:`space`.
 
     Args:
         channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
@@ -67,7 +72,10 @@ class DMSMutator(ChannelMutator):
         search_width (bool): search channel widths. Defaults to True.
         search_depth (bool): search the depth of residual stages. Defaults to True.
         block_types (dict | list, optional): more identity-residual block types, by import path
-            (see :class:`ResidualBlockMatcher`).
+            (see :class:`ResidualBlockMatcher`); they decide for their types, as the adapters do.
+        blocks_from_graph (bool): also find identity-residual blocks of the types no adapter or
+            ``block_types`` names from the executed graph of the demo input
+            (:mod:`.residual_graph`). Defaults to True.
         depth_args (dict, optional): arguments of every :class:`DMSMutableBlocks`
             (``importance``, ``lambda_scale``, ``normalize``).
         min_blocks (int): blocks every stage keeps, counting its blocks that are not searchable
@@ -95,6 +103,7 @@ class DMSMutator(ChannelMutator):
                  search_width: bool = True,
                  search_depth: bool = True,
                  block_types: Union[Dict[str, Optional[str]], List[str], None] = None,
+                 blocks_from_graph: bool = True,
                  depth_args: Optional[Dict] = None,
                  min_blocks: int = 1,
                  allow_empty_stage: bool = False,
@@ -117,6 +126,11 @@ class DMSMutator(ChannelMutator):
         self.search_width = search_width
         self.search_depth = search_depth
         self.block_matcher = ResidualBlockMatcher(block_types)
+        self.blocks_from_graph = blocks_from_graph
+        #: What the demo forward showed of each observed block (shapes, which feeds which).
+        self.block_records: Dict[str, BlockRecord] = {}
+        #: The blocks found from the graph (not named by an adapter or ``block_types``).
+        self.graph_blocks: List[str] = []
         self.depth_args = dict(depth_args or {})
         self.min_blocks = min_blocks
         self.allow_empty_stage = allow_empty_stage
@@ -163,7 +177,7 @@ class DMSMutator(ChannelMutator):
     def _prepare(self, supernet: nn.Module) -> None:
         shared = shared_parameters(supernet)  # before any layer becomes its DMS op
         analyzer = TASK_UTILS.build(self.parse_cfg)
-        block_shapes = self._record_block_shapes(supernet, analyzer) if self.search_depth else {}
+        block_shapes = self._find_blocks(supernet, analyzer) if self.search_depth else {}
         built = [(name, adapter) for name, adapter in
                  ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
                  if adapter is not None] if self.search_width else []
@@ -318,12 +332,16 @@ class DMSMutator(ChannelMutator):
             if key not in before:
                 self.structured_mutables[key.replace('.', '__')] = group.mutable.to(device)
 
-    def _demo_forward(self, model: nn.Module, analyzer) -> None:
+    def _demo_forward(self, model: nn.Module, analyzer, prepare=None) -> None:
+        """The demo input's forward in eval mode, without gradients unless ``prepare`` (which
+        makes the inputs graph roots) is given."""
         inputs = analyzer.demo_input.get_data(model)
+        if prepare is not None:
+            inputs = prepare(inputs)
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.set_grad_enabled(prepare is not None):
                 if isinstance(inputs, dict):
                     inputs = dict(inputs, mode='tensor')
                     model(**inputs)
@@ -332,24 +350,40 @@ class DMSMutator(ChannelMutator):
         finally:
             model.train(was_training)
 
-    def _record_block_shapes(self, model: nn.Module, analyzer) -> Dict[str, tuple]:
-        """Input and output shapes of every candidate residual block, from one forward."""
-        shapes: Dict[str, tuple] = {}
-        handles = []
-        for name, module in model.named_modules():
-            if name and self.block_matcher(module):
-
-                def hook(mod, args, kwargs, output, name=name):
-                    x = args[0] if args else next(iter(kwargs.values()), None)
-                    shapes[name] = (getattr(x, 'shape', None), getattr(output, 'shape', None))
-
-                handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    def _find_blocks(self, model: nn.Module, analyzer) -> Dict[str, tuple]:
+        """``{block: (input shape, output shape)}`` of every identity-residual block, from one
+        forward: the blocks the rules of their types name (adapters, ``block_types``), and the
+        others the graph shows (:mod:`.residual_graph`), innermost first."""
+        decided = {name: self.block_matcher.decision(module)
+                   for name, module in model.named_modules() if name}
+        by_rule = [name for name, decision in decided.items() if decision]
+        # (a module held under two names is asked about once, under its first)
+        asked = [name for name in graph_candidates(model)
+                 if name in decided and decided[name] is None] if self.blocks_from_graph else []
         try:
-            self._demo_forward(model, analyzer)
-        finally:
-            for h in handles:
-                h.remove()
-        return shapes
+            records = record_blocks(model, by_rule + asked,
+                                    lambda prepare: self._demo_forward(model, analyzer, prepare))
+        except Exception as e:  # noqa: BLE001  (said, then the rules' blocks alone)
+            if not asked:
+                raise
+            warnings.warn(
+                f'DMSMutator: the forward that finds identity-residual blocks from the graph '
+                f'failed ({type(e).__name__}: {e}); depth is searched only in the blocks the '
+                'family adapters and block_types name. Name the model\'s block types in '
+                "DMSMutator(block_types=['<import path>']), or set blocks_from_graph=False.",
+                ResidualGraphWarning, stacklevel=3)
+            asked = []
+            records = record_blocks(model, by_rule,
+                                    lambda prepare: self._demo_forward(model, analyzer))
+        self.block_records = records
+        by_rule = [name for name in by_rule if records[name].calls]  # run by this forward
+        self.graph_blocks = innermost([n for n in asked if records[n].identity_residual],
+                                      by_rule)
+        if self.graph_blocks:
+            types = sorted({type(model.get_submodule(n)).__name__ for n in self.graph_blocks})
+            print_log(f'DMSMutator: {len(self.graph_blocks)} identity-residual block(s) found '
+                      f'from the graph ({", ".join(types)})', logger='current')
+        return {name: records[name].shapes for name in by_rule + self.graph_blocks}
 
     def _prepare_depth(self, model: nn.Module, block_shapes: Dict[str, tuple]) -> None:
         modules = dict(model.named_modules())
@@ -359,7 +393,8 @@ class DMSMutator(ChannelMutator):
                     f"Block '{name}' ({type(modules[name]).__name__}) maps shape {in_shape} to "
                     f'{out_shape}: only identity-residual blocks, whose output has the shape of '
                     'their input, can be removed. Remove its type from block_types.')
-        for stage, names, has_head in self._contiguous_stages(modules, set(block_shapes)):
+        for stage, names, has_head in self._contiguous_stages(modules, set(block_shapes),
+                                                              self.block_records):
             fixed = 1 if has_head else 0
             min_kept = 0 if self.allow_empty_stage else max(0, self.min_blocks - fixed)
             if len(names) <= min_kept:
@@ -376,13 +411,27 @@ class DMSMutator(ChannelMutator):
                     _DepthMask(mutable, index), with_kwargs=True))
 
     @staticmethod
-    def _contiguous_stages(modules: Dict[str, nn.Module], searchable: set):
+    def _contiguous_stages(modules: Dict[str, nn.Module], searchable: set,
+                           records: Optional[Dict[str, BlockRecord]] = None):
         """Runs of consecutive searchable sibling blocks: ``(stage_name, block_names, has_head)``.
 
         A run ends at a sibling that is not an identity block (e.g. a downsampling block, which
         starts the next paper-stage); ``has_head`` says such a block precedes the run, so the
-        stage keeps at least that one whatever DMS removes.
+        stage keeps at least that one whatever DMS removes. A run also ends where, by
+        ``records``, a block is not fed by the one before it (parallel branches in one list) or
+        has another input shape.
         """
+        records = records or {}
+
+        def continues(before: str, after: str) -> bool:
+            a, b = records.get(before), records.get(after)
+            if a is None or b is None:
+                return True
+            if a.shapes[0] is not None and b.shapes[0] is not None and \
+                    a.shapes[0] != b.shapes[0]:
+                return False
+            return a.feeds(b) is not False
+
         parents = sorted({name.rpartition('.')[0] for name in searchable},
                          key=list(modules).index)
         for parent in parents:
@@ -391,13 +440,17 @@ class DMSMutator(ChannelMutator):
             children = [(f'{parent}.{n}' if parent else n) for n, _ in
                         modules[parent].named_children()]
             for child in children + [None]:
-                if child is not None and child in searchable:
+                if child is not None and child in searchable and \
+                        (not run or continues(run[-1], child)):
                     run.append(child)
                     continue
                 if run:
                     first, last = run[0].rpartition('.')[2], run[-1].rpartition('.')[2]
                     yield f'{parent}.{first}-{last}' if parent else f'{first}-{last}', run, has_head
-                run, has_head = [], child is not None
+                if child is not None and child in searchable:  # a break inside the blocks
+                    run, has_head = [child], False
+                else:
+                    run, has_head = [], child is not None
 
     def _report_coverage(self, model: nn.Module) -> None:
         """Record the coverage; a thin space is one warning (an error with ``strict``) naming

@@ -1,9 +1,10 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Which modules are identity-residual blocks, ``g(x) = x + f(x)``, whose depth DMS searches.
+"""Which modules are identity-residual blocks, ``g(x) = x + f(x)``, whose depth DMS searches,
+by their type.
 
-The families' blocks come from the family adapters
-(:meth:`~mmdms.models.adapters.FamilyAdapter.is_residual_block`); a config adds more with
-``DMSMutator(block_types=...)``.
+The family adapters (:meth:`~mmdms.models.adapters.FamilyAdapter.is_residual_block`) and a
+config's ``DMSMutator(block_types=...)`` decide for the types they name, whatever the graph
+shows; every other block is found from the executed graph (:mod:`.residual_graph`).
 """
 from typing import Dict, Optional, Union
 
@@ -46,9 +47,14 @@ class ResidualBlockMatcher:
             self.rules += [(cls, adapter.is_residual_block)
                            for cls, adapter in adapters_with('is_residual_block')]
 
-    def __call__(self, module: nn.Module) -> bool:
+    def decision(self, module: nn.Module) -> Optional[bool]:
+        """Whether ``module`` is an identity-residual block by a rule of its type; None when no
+        rule names its type (then the graph decides)."""
         # The most derived matching type decides (mmyolo's block subclasses mmdet's).
         for cls, predicate in sorted(self.rules, key=lambda r: -len(r[0].__mro__)):
             if isinstance(module, cls):
-                return predicate(module)
-        return False
+                return bool(predicate(module))
+        return None
+
+    def __call__(self, module: nn.Module) -> bool:
+        return bool(self.decision(module))
