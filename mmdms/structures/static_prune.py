@@ -86,6 +86,8 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
         if not in_removed_block(name, subnet):
             prune_layer(model.get_submodule(name), layer['kept_in'], layer['kept_out'], name)
     for name, spec in subnet.get('free_params', {}).items():
+        if in_removed_block(name, subnet):
+            continue  # a layer scale of a removed block went with it
         owner_name, _, attr = name.rpartition('.')
         owner = model.get_submodule(owner_name) if owner_name else model
         select_param(owner, attr, -1, spec['kept'])

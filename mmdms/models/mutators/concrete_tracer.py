@@ -71,6 +71,16 @@ def holds_tensor(value: Any) -> bool:
     return False
 
 
+def concrete_shape(value: Any) -> Any:
+    """The shape of a tensor value (a tuple), of each tensor of a tuple or list (a list), else
+    None: what the channel graph reads of the concrete input (``node.meta['concrete_shape']``)."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return [concrete_shape(v) for v in value]
+    return None
+
+
 def concrete_value(arg: Any) -> Any:
     """``arg`` with every proxy replaced by its concrete value."""
     return map_aggregate(arg, lambda a: a.concrete if isinstance(a, Proxy) else a)
@@ -186,6 +196,7 @@ class ConcreteFxTracer(RecordingFxTracer):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr,
                                      proxy_factory_fn)
         proxy.concrete = value
+        proxy.node.meta['concrete_shape'] = concrete_shape(value)
         return proxy
 
     def _value_read(self, what: str) -> None:
