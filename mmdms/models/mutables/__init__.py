@@ -6,6 +6,7 @@ from .expanded_mutable_channel import ExpandedMutableChannel
 from .importance import (BaseImportance, IndexImportance, L1Importance, TaylorImportance,
                          build_importance, check_weight_norm_sources)
 
-__all__ = ['DMSChannelUnit', 'DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin', 'ExpandedMutableChannel', 'BaseImportance',
+__all__ = ['DMSChannelUnit', 'DMSMutableBlocks', 'DMSMutableChannel', 'DMSTopkMixin',
+           'ExpandedMutableChannel', 'BaseImportance',
            'IndexImportance', 'L1Importance', 'TaylorImportance', 'build_importance',
            'check_weight_norm_sources']
