@@ -37,6 +37,7 @@ def check_subnet_fits(model: nn.Module, subnet: Dict) -> None:
     that ``model`` lacks or has with other channel counts."""
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
+    params.update(model.named_buffers())  # a fixed position table
     problems = []
     for name, layer in subnet.get('layers', {}).items():
         module = modules.get(name)

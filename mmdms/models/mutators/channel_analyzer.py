@@ -440,7 +440,8 @@ def free_param_ranges(units) -> Dict[str, List[tuple]]:
 
 def _sliced_getter(attr: str, ranges: List[tuple]):
     def get(module: nn.Module) -> torch.Tensor:
-        full = module._parameters[attr]
+        full = module._parameters[attr] if attr in module._parameters else \
+            module._buffers[attr]
         keep = torch.ones(full.shape[-1], dtype=torch.bool, device=full.device)
         for start, end, unit in ranges:
             mask = unit.mutable_channel.current_mask

@@ -154,6 +154,10 @@ class ConcreteFxTracer(RecordingFxTracer):
 
     def __init__(self, inputs: Dict[str, Any], leaf_module: Tuple = ()) -> None:
         super().__init__(leaf_module=leaf_module)
+        #: Buffers read by a forward are ``get_attr`` nodes with their names, as parameters
+        #: are (not anonymous constants): the channel graph can follow and slice a fixed
+        #: position table (T2T's sinusoid embedding) as it does a learnt one.
+        self.proxy_buffer_attributes = True
         self.inputs = dict(inputs)
         #: ``{module: what}``: where Python read a tensor's values (``if x.sum() > 0``,
         #: ``int(t)``): the graph holds the path the concrete input took there.

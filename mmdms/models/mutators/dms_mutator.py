@@ -305,6 +305,7 @@ class DMSMutator(ChannelMutator):
             if unit.is_mutable:
                 self.space.add_width(unit.name, unit.mutable_channel, unit.layer_names())
         params = dict(model.named_parameters())
+        params.update(model.named_buffers())  # a fixed position table (T2T)
         for name, ranges in free_param_ranges([u for u in self.units if u.is_mutable]).items():
             if name in params:
                 self.space.add_param(name, free_param_mask(params[name].shape[-1], ranges))

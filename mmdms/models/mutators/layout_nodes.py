@@ -36,16 +36,19 @@ from mmdms.models.layer_rules import rule_for
 PARAM_PREFIX = 'param:'
 
 
-def free_param_of(fx_node: FxNode, model: nn.Module) -> Optional[nn.Parameter]:
-    """The parameter an FX ``get_attr`` node reads, if it is one whose last axis can be a
-    width: owned by no layer with a layer rule, floating, a ``(C,)`` scale or a ``(1, N, C)``
+def free_param_of(fx_node: FxNode, model: nn.Module) -> Optional[torch.Tensor]:
+    """The parameter (or buffer) an FX ``get_attr`` node reads, if it is one whose last axis
+    can be a width: owned by no layer with a layer rule, floating, a ``(C,)`` scale or a ``(1, N, C)``
     token or embedding, ``C > 1``."""
     if fx_node.op != 'get_attr':
         return None
     try:
         value = model.get_parameter(str(fx_node.target))
     except (AttributeError, TypeError):
-        return None
+        try:  # a fixed table registered as a buffer (T2T's sinusoid position embedding)
+            value = model.get_buffer(str(fx_node.target))
+        except (AttributeError, TypeError):
+            return None
     owner = str(fx_node.target).rpartition('.')[0]
     if rule_for(model.get_submodule(owner)) is not None:
         return None  # a layer's own weight read directly (F.linear(x, self.qkv.weight))
