@@ -6,7 +6,7 @@ from .base import (LAYER_RULES, LayerCall, LayerRule, MaskReader, SubnetError,
 from .batch_norm import (BatchNormRule, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatchNormXd,
                          DMSSyncBatchNorm)
 from .conv import ConvRule, DMSConv2d, DMSConv2dAdaptivePadding
-from .layer_norm import DMSLayerNorm, GroupNormRule, LayerNormRule
+from .layer_norm import DMSGroupNorm, DMSLayerNorm, GroupNormRule, LayerNormRule
 from .linear import DMSLinear, LinearRule
 from .masked_forward import DMSInputMaskMixin, DMSMaskContainer, mask_input_channels
 from .pooling import AdaptiveAvgPoolRule
@@ -16,7 +16,8 @@ __all__ = [
     'channelwise_indices', 'layer_channels', 'register_layer_rule',
     'replace_with_dms_op', 'rule_for', 'searchable_layers', 'select_param', 'BatchNormRule',
     'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSSyncBatchNorm', 'ConvRule',
-    'DMSConv2d', 'DMSConv2dAdaptivePadding', 'DMSLayerNorm', 'GroupNormRule', 'LayerNormRule',
+    'DMSConv2d', 'DMSConv2dAdaptivePadding', 'DMSGroupNorm', 'DMSLayerNorm', 'GroupNormRule',
+    'LayerNormRule',
     'DMSLinear', 'LinearRule', 'DMSInputMaskMixin', 'DMSMaskContainer', 'mask_input_channels',
     'AdaptiveAvgPoolRule'
 ]
