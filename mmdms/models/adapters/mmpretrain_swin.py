@@ -1,9 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""mmpretrain's ``SwinTransformer`` and ``DaViT`` backbones: their forwards reshape each output to
-the width it was built with.
+"""mmpretrain's ``SwinTransformer`` backbone: its forward reshapes each output to the width it
+was built with.
 
-``SwinTransformer.forward`` (and DaViT's, the same without the absolute position embedding)
-turns each output stage's tokens into a feature map with
+``SwinTransformer.forward`` turns each output stage's tokens into a feature map with
 ``out.view(-1, *hw_shape, self.num_features[i])``: the last stage's stream could not be pruned
 (MMRazor's pruning check runs that forward on a pruned copy and it fails), and a static Swin
 with a pruned last stage could not run. The copy's forward reads the width from the tokens;
@@ -13,7 +12,7 @@ from typing import Dict
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.backbones import DaViT, SwinTransformer
+from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from mmdms.registry import ADAPTERS
@@ -30,12 +29,11 @@ class SwinTransformerAdapter(FamilyAdapter):
     def trace_forward(self, module: nn.Module, x: torch.Tensor) -> tuple:
         """``SwinTransformer.forward``, with each output's width read from its tokens."""
         x, hw_shape = module.patch_embed(x)
-        if getattr(module, 'use_abs_pos_embed', False):
+        if module.use_abs_pos_embed:
             x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution,
                                      hw_shape, module.interpolate_mode,
                                      module.num_extra_tokens)
-        if hasattr(module, 'drop_after_pos'):  # not DaViT's
-            x = module.drop_after_pos(x)
+        x = module.drop_after_pos(x)
         outs = []
         for i, stage in enumerate(module.stages):
             x, hw_shape = stage(x, hw_shape, do_downsample=module.out_after_downsample)
@@ -53,9 +51,3 @@ class SwinTransformerAdapter(FamilyAdapter):
             if isinstance(norm, nn.LayerNorm):
                 module.num_features[i] = norm.normalized_shape[-1]
 
-
-@ADAPTERS.register_module()
-class DaViTAdapter(SwinTransformerAdapter):
-    """DaViT's output stages, as Swin's."""
-
-    module_type = DaViT

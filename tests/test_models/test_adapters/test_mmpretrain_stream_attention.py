@@ -34,15 +34,3 @@ def test_swin_stream_is_searched_and_exports_exactly():
                       PrunedWindowMSA)
     assert_exact_export(search, subnet, static, SHAPE)
 
-
-def tiny_davit():
-    torch.manual_seed(0)
-    return mmpretrain_classifier(
-        dict(type='DaViT', arch=dict(embed_dims=16, depths=[1, 1], num_heads=[1, 2]),
-             window_size=4, out_indices=(1, )), in_channels=32)
-
-
-def test_davit_stream_is_searched_and_exports_exactly():
-    search, subnet, static = search_and_export(tiny_davit, SHAPE, seed=2)
-    assert search.space.weight_coverage >= 0.9, search.space.unsearched_layers
-    assert_exact_export(search, subnet, static, SHAPE)
