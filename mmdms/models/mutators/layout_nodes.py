@@ -38,8 +38,8 @@ PARAM_PREFIX = 'param:'
 
 def free_param_of(fx_node: FxNode, model: nn.Module) -> Optional[torch.Tensor]:
     """The parameter (or buffer) an FX ``get_attr`` node reads, if it is one whose last axis
-    can be a width: owned by no layer with a layer rule, floating, a ``(C,)`` scale or a ``(1, N, C)``
-    token or embedding, ``C > 1``."""
+    can be a width: owned by no layer with a layer rule, floating, a ``(C,)`` scale or a
+    ``(1, N, C)`` token or embedding, ``C > 1``."""
     if fx_node.op != 'get_attr':
         return None
     try:
