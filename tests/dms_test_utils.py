@@ -148,3 +148,38 @@ def spawn_ranks(fn, args=(), nprocs=2, timeout=180):
             for process in context.processes:
                 process.kill()
             pytest.fail(f'the {nprocs}-rank gloo run did not finish within {timeout} s')
+
+
+def mmpretrain_classifier(backbone, num_classes=10, in_channels=None, neck='GlobalAveragePooling'):
+    """A small mmpretrain ``ImageClassifier`` of ``backbone`` (a config dict), eval mode."""
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    cfg = dict(type='ImageClassifier', backbone=backbone,
+               neck=dict(type=neck) if neck else None,
+               head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=in_channels))
+    return PRETRAIN_MODELS.build(cfg).eval()
+
+
+def search_and_export(make_model, shape, seed=0, **mutator):
+    """The DMS search model of ``make_model()`` traced at ``shape``, a random structure, and
+    its static subnet (``make_model()`` again, loaded with the search weights, pruned to the
+    subnet): ``(search, subnet, static)``."""
+    from mmdms.models import DMS, DMSSubnet
+    from mmdms.structures import subnet_from_algorithm
+    search = DMS(make_model(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=tuple(shape), tracer_type='FxTracer'), **mutator))
+    randomize_structure(search.eval(), seed=seed)
+    subnet = subnet_from_algorithm(search)
+    architecture = make_model()
+    architecture.load_state_dict(search.architecture.state_dict())
+    return search, subnet, DMSSubnet(architecture, subnet).eval()
+
+
+def assert_exact_export(search, subnet, static, shape, tol=1e-4):
+    """The static subnet computes what the hard-masked search model does (``tol``), and
+    mmengine's FlopAnalyzer counts the MACs and parameters ``subnet`` states (0.1%)."""
+    from mmdms.apis import hard_mask_difference
+    from mmdms.utils import count_macs, count_params
+    assert subnet['macs'] < subnet['supernet']['macs']
+    assert hard_mask_difference(search, static, (2, ) + tuple(shape[1:])) <= tol
+    assert abs(count_macs(static, shape) / subnet['macs'] - 1) <= 1e-3
+    assert count_params(static) == subnet['params']

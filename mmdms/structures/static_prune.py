@@ -38,6 +38,7 @@ def check_subnet_fits(model: nn.Module, subnet: Dict) -> None:
     that ``model`` lacks or has with other channel counts."""
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
+    params.update(model.named_buffers())  # a fixed position table
     problems = []
     for name, layer in subnet.get('layers', {}).items():
         module = modules.get(name)
@@ -87,6 +88,8 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
         if not in_removed_block(name, subnet):
             prune_layer(model.get_submodule(name), layer['kept_in'], layer['kept_out'], name)
     for name, spec in subnet.get('free_params', {}).items():
+        if in_removed_block(name, subnet):
+            continue  # a layer scale of a removed block went with it
         owner_name, _, attr = name.rpartition('.')
         owner = model.get_submodule(owner_name) if owner_name else model
         select_param(owner, attr, -1, spec['kept'])

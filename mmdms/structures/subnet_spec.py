@@ -77,6 +77,7 @@ def subnet_from_algorithm(algorithm) -> Dict:
     space, estimator = algorithm.space, algorithm.estimator
     modules = dict(algorithm.architecture.named_modules())
     params = dict(algorithm.architecture.named_parameters())
+    params.update(algorithm.architecture.named_buffers())  # a fixed position table
 
     widths = {key: _choice(group.mutable) for key, group in space.widths.items()}
 

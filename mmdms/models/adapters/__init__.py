@@ -7,6 +7,8 @@ from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_fo
 from . import mmdet_two_stage  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
+from . import mmpretrain_stream_attention  # noqa: F401,E402
+from . import mmpretrain_swin  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
 from . import vision_transformer  # noqa: F401,E402
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 from mmpretrain.models.utils.attention import MultiheadAttention
+from mmpretrain.models.utils.layer_scale import LayerScale
 
 from mmdms.models.architectures import PrunedMultiheadAttention
 from mmdms.models.layer_rules import (DMSInputMaskMixin, DMSLayerNorm, LayerCall, LayerRule,
@@ -210,9 +211,8 @@ class VisionTransformerAdapter(FamilyAdapter):
             _record_containers(space, model, prefix + local)
         embed_mask = mutable_mask(embed)
         space.set_layer_masks(prefix + 'patch_embed.projection', out_mask=embed_mask)
-        for param_name, param in backbone.named_parameters(recurse=False):
-            if param.shape[-1] == embed_dims:
-                space.add_param(prefix + param_name, embed_mask)
+        for param_name in _stream_params(backbone, embed_dims):
+            space.add_param(prefix + param_name, embed_mask)
         for base, _, heads, qk, v in attentions:
             space.add_attention(prefix + base, heads, qk, v)
         for local, in_mask, out_mask in explicit:
@@ -232,6 +232,19 @@ class VisionTransformerAdapter(FamilyAdapter):
             if isinstance(module, nn.Linear) and module.in_features == embed_dims:
                 return module_name
         return None
+
+
+def _stream_params(backbone: nn.Module, embed_dims: int) -> List[str]:
+    """The parameters of the residual stream that no layer owns: the backbone's own (class /
+    distillation token, position embedding) and the weight of every ``LayerScale`` on the
+    stream (DeiT-3's ``gamma1`` / ``gamma2``), each with the embedding on its last axis. The
+    export slices them with the embedding (DeiT-3's static model met a full-width LayerScale
+    with the pruned stream)."""
+    names = [n for n, p in backbone.named_parameters(recurse=False) if p.shape[-1] == embed_dims]
+    for module_name, module in backbone.named_modules():
+        if isinstance(module, LayerScale) and module.weight.shape == (embed_dims, ):
+            names.append(f'{module_name}.weight')
+    return names
 
 
 def _fold_into_layer_norms(backbone: nn.Module, layer: str, readers: tuple) -> None:

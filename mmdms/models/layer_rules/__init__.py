@@ -7,7 +7,7 @@ from .batch_norm import (BatchNormRule, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatch
                          DMSSyncBatchNorm)
 from .conv import ConvRule, DMSConv2d, DMSConv2dAdaptivePadding
 from .conv_transpose import ConvTransposeRule
-from .layer_norm import DMSLayerNorm, GroupNormRule, LayerNormRule
+from .layer_norm import DMSGroupNorm, DMSLayerNorm, GroupNormRule, LayerNormRule
 from .linear import DMSLinear, LinearRule
 from .masked_forward import DMSInputMaskMixin, DMSMaskContainer, mask_input_channels
 from .pooling import AdaptiveAvgPoolRule
@@ -17,8 +17,8 @@ __all__ = [
     'channelwise_indices', 'layer_channels', 'register_layer_rule',
     'replace_with_dms_op', 'rule_for', 'searchable_layers', 'select_param', 'BatchNormRule',
     'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSSyncBatchNorm', 'ConvRule',
-    'DMSConv2d', 'DMSConv2dAdaptivePadding', 'ConvTransposeRule', 'DMSLayerNorm',
-    'GroupNormRule', 'LayerNormRule',
+    'DMSConv2d', 'DMSConv2dAdaptivePadding', 'ConvTransposeRule', 'DMSGroupNorm',
+    'DMSLayerNorm', 'GroupNormRule', 'LayerNormRule',
     'DMSLinear', 'LinearRule', 'DMSInputMaskMixin', 'DMSMaskContainer', 'mask_input_channels',
     'AdaptiveAvgPoolRule'
 ]

@@ -1,14 +1,20 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Layer rule of LayerNorm over the last axis.
+"""Layer rules of LayerNorm over the last axis and of GroupNorm.
 
 LayerNorm mixes channels: its mean and variance are taken over the kept channels only, weighted
 by the soft mask, so that with hard masks it equals the pruned LayerNorm. MACs ``5 * elements``
-(4 without affine), as FlopAnalyzer counts; the export slices its affine parameters.
+(4 without affine), as FlopAnalyzer counts; the export slices its affine parameters. A GroupNorm
+with one group (PoolFormer's, RIFormer's: a LayerNorm over channels and positions) is searched
+the same way; one with more groups keeps its width.
 """
 from typing import Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmrazor.models.architectures.dynamic_ops import DynamicLayerNorm
+from mmrazor.models.architectures.dynamic_ops.mixins.dynamic_layernorm_mixins import \
+    DynamicLayerNormMixin
 from mmrazor.registry import MODELS
 from torch import Tensor
 
@@ -104,11 +110,96 @@ class LayerNormRule(NormRule):
             module.normalized_shape = (len(kept), )
 
 
+class _GroupNormChannels(DynamicLayerNormMixin):
+    """MMRazor's channel interface of a LayerNorm (``in`` / ``out_channels`` are its
+    ``num_features``), for ``nn.GroupNorm``."""
+
+    @property
+    def num_features(self) -> int:
+        return self.num_channels
+
+    def _register_mutable_num_features(self, mutable) -> None:
+        if mutable.current_mask.size(0) != self.num_channels:
+            raise ValueError(f'Expect mask size of mutable to be {self.num_channels} as '
+                             f'num_channels, but got: {mutable.current_mask.size(0)}.')
+        self.mutable_attrs['num_features'] = mutable
+
+    @property
+    def static_op_factory(self):
+        return nn.GroupNorm
+
+    @classmethod
+    def convert_from(cls, module: nn.GroupNorm) -> '_GroupNormChannels':
+        new = cls(module.num_groups, module.num_channels, eps=module.eps, affine=module.affine)
+        new.load_state_dict(module.state_dict())
+        return new
+
+    def _kept_mask(self) -> Optional[Tensor]:
+        if 'num_features' not in self.mutable_attrs:
+            return None
+        return self.mutable_attrs['num_features'].current_mask
+
+
+@MODELS.register_module()
+class DynamicGroupNorm(nn.GroupNorm, _GroupNormChannels):
+    """The op of MMRazor's pruning check for ``nn.GroupNorm``: one group (a LayerNorm over
+    channels and positions, PoolFormer's) keeps the channels of its mask; pruning one with
+    more groups fails the check (its groups would change), so its width stays fixed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mutable_attrs = nn.ModuleDict()
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self._kept_mask()
+        if mask is None or bool(mask.all()):
+            return nn.GroupNorm.forward(self, x)
+        if self.num_groups != 1:
+            raise RuntimeError(f'a GroupNorm with {self.num_groups} groups cannot be pruned')
+        weight, bias = (self.weight[mask], self.bias[mask]) if self.affine else (None, None)
+        return F.group_norm(x, 1, weight, bias, self.eps)
+
+
+@MODELS.register_module()
+class DMSGroupNorm(nn.GroupNorm, _GroupNormChannels):
+    """A one-group GroupNorm whose statistics run over the kept channels (and all positions),
+    weighted by the soft mask; the output of a pruned channel is multiplied by its mask. With
+    hard masks this is the pruned GroupNorm on the kept channels (0 elsewhere)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mutable_attrs = nn.ModuleDict()
+
+    def forward(self, x: Tensor) -> Tensor:
+        container = self.get_mutable_attr('in_channels')
+        mask = getattr(container, 'soft_mask', None)
+        if mask is None:
+            return nn.GroupNorm.forward(self, x)
+        shape = (1, -1) + (1, ) * (x.dim() - 2)
+        m = mask.to(x.dtype).view(shape)
+        count = mask.sum().to(x.dtype) * x[0, 0].numel()
+        dims = tuple(range(1, x.dim()))
+        mean = (x * m).sum(dim=dims, keepdim=True) / count
+        diff = x - mean
+        var = (diff * diff * m).sum(dim=dims, keepdim=True) / count
+        out = diff * torch.rsqrt(var + self.eps)
+        if not self.affine:
+            return out * m
+        return out * (self.weight.view(shape) * m) + self.bias.view(shape) * m
+
+
 @register_layer_rule
 class GroupNormRule(NormRule):
-    """``nn.GroupNorm``: counted; pruning it is refused (its groups would change)."""
+    """``nn.GroupNorm``: counted; one with a single group (a LayerNorm over channels and
+    positions) is searched and pruned like a LayerNorm; pruning one with more groups is refused
+    (its groups would change)."""
 
     module_types = (nn.GroupNorm, )
+    dms_ops = {nn.GroupNorm: DMSGroupNorm}
+    check_op = DynamicGroupNorm
+
+    def dms_op_for(self, layer: nn.Module) -> Optional[type]:
+        return DMSGroupNorm if getattr(layer, 'num_groups', None) == 1 else None
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.num_channels, module.num_channels
@@ -118,5 +209,13 @@ class GroupNormRule(NormRule):
 
     def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
               kept_out: Optional[Sequence[int]], name: str) -> None:
-        if kept_in is not None or kept_out is not None:
-            raise SubnetError(f"'{name}': pruning a GroupNorm is not supported")
+        if kept_in is None and kept_out is None:
+            return
+        if module.num_groups != 1:
+            raise SubnetError(f"'{name}': pruning a GroupNorm with {module.num_groups} groups "
+                              'is not supported (its groups would change)')
+        kept = channelwise_indices(kept_in, kept_out, name)
+        if module.affine:
+            select_param(module, 'weight', 0, kept)
+            select_param(module, 'bias', 0, kept)
+        module.num_channels = len(kept)

@@ -9,6 +9,7 @@ from mmrazor.utils.typing import DumpChosen
 from torch import Tensor
 
 from .dms_topk import DMSTopkMixin
+from .expanded_mutable_channel import ExpandedMutableChannel
 from .importance import BaseImportance
 
 
@@ -92,6 +93,14 @@ class DMSMutableChannel(BaseMutableChannel, DMSTopkMixin):
     @property
     def activated_channels(self) -> int:
         return int(self.hard_mask.sum().item())
+
+    def expand_mutable_channel(self, expand_ratio) -> ExpandedMutableChannel:
+        """This width as read by a layer that sees each channel as ``expand_ratio``
+        consecutive features (MMRazor's interface; e.g. a linear after ``flatten``)."""
+        expanded = self.__dict__.setdefault('_expanded', {})
+        if expand_ratio not in expanded:  # one object per ratio: a layer's in and out containers
+            expanded[expand_ratio] = ExpandedMutableChannel(self, expand_ratio)  # may be one
+        return expanded[expand_ratio]
 
     def expected_width(self) -> Tensor:
         """Sum of the soft mask over the channels: the differentiable width."""

@@ -31,6 +31,7 @@ import operator
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.fx
 from mmengine.model.utils import revert_sync_batchnorm
 import torch.nn as nn
 from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
@@ -51,7 +52,9 @@ from torch.fx import Node as FxNode
 
 from mmdms.models.layer_rules import LAYER_RULES, searchable_layers
 from .channel_shuffle import ChannelShuffleNode, is_channel_shuffle, unshuffled_units
-from .concrete_tracer import ConcreteFxTracer
+from .concrete_tracer import ConcreteFxTracer, concrete_shape
+from .layout_nodes import (PARAM_PREFIX, FreeParamChannelNode, LayoutCatChannelNode,
+                           free_param_of)
 from .norm_folding import norm_streams
 from .trace_forwards import install_trace_forwards
 
@@ -250,15 +253,24 @@ class LayerNormChannelNode(PassUnionChannelNode):
         return super().__repr__() + '_ln'
 
 
-def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode]) -> ChannelNode:
+def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode],
+                               model: Optional[nn.Module] = None) -> ChannelNode:
     """MMRazor's node converter, with channel splits, the parts picked from them, channel
-    shuffles and LayerNorms over the last axis."""
+    shuffles, LayerNorms over the last axis, parameters read by a forward (with ``model``) and
+    concatenations of positions (where the concrete tracer recorded the shapes); see
+    :mod:`.layout_nodes`."""
     if type(node.val) is nn.LayerNorm and len(node.val.normalized_shape) == 1:
         return LayerNormChannelNode.copy_from(node)
     fx_node = fx_nodes.get(node.name)
     if fx_node is not None and is_channel_shuffle(fx_node):
         return ChannelShuffleNode.copy_from(node)
     if fx_node is not None:
+        param = free_param_of(fx_node, model) if model is not None else None
+        if param is not None:
+            return FreeParamChannelNode.copy_from(node, str(fx_node.target), param.shape[-1])
+        cat = LayoutCatChannelNode.from_fx_node(node, fx_node)
+        if cat is not None:
+            return cat
         spec = SplitSpec.from_fx_node(fx_node)
         if spec is not None:
             return SplitChannelNode.copy_from(node, spec)
@@ -375,6 +387,89 @@ class RuleAwareCheckUnit(SequentialMutableChannelUnit):
         super().prepare_for_pruning(model)
 
 
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Runs an FX graph on the demo input and records each node's output shape, as the
+    concrete tracer does while it traces (``node.meta['concrete_shape']``)."""
+
+    def __init__(self, module: torch.fx.GraphModule, inputs: Dict) -> None:
+        super().__init__(module)
+        self.inputs = inputs
+
+    def placeholder(self, target, args, kwargs):
+        name = str(target).lstrip('*')
+        return self.inputs.get(name, args[0] if args else None)
+
+    def run_node(self, node: FxNode):
+        result = super().run_node(node)
+        node.meta['concrete_shape'] = concrete_shape(result)
+        return result
+
+
+def record_shapes(fx_graph: FxGraph, model: nn.Module, data) -> bool:
+    """Record the shape of every node of ``fx_graph`` (MMRazor's symbolic trace of ``model``)
+    on the demo input ``data`` (a tensor, or the model's keyword arguments). The channel graph
+    reads them (:class:`~.layout_nodes.LayoutCatChannelNode`); a graph that cannot run as a
+    ``GraphModule`` keeps none (MMRazor's reading, by channel counts only). Returns whether
+    the shapes were recorded."""
+    if isinstance(data, dict):
+        inputs = dict(data, mode='tensor')
+    else:
+        first = next(iter(inspect.signature(model.forward).parameters))
+        inputs = {first: data}
+    try:
+        module = torch.fx.GraphModule(model, fx_graph)
+        with torch.no_grad():
+            _ShapeRecorder(module, inputs).run()
+    except Exception:  # noqa: BLE001  (the shapes are an aid: without them, MMRazor's graph)
+        for node in fx_graph.nodes:
+            node.meta.pop('concrete_shape', None)
+        return False
+    return True
+
+
+def free_param_ranges(units) -> Dict[str, List[tuple]]:
+    """``{parameter: [(start, end, unit), ...]}``: the ranges of its last axis that belong to
+    each unit, for every free parameter (:class:`~.layout_nodes.FreeParamChannelNode`) in
+    ``units``' channel records."""
+    ranges: Dict[str, List[tuple]] = {}
+    for unit in units:
+        for channel in list(unit.output_related) + list(unit.input_related):
+            name = str(channel.name)
+            if name.startswith(PARAM_PREFIX):
+                entry = (channel.start, channel.end, unit)
+                if entry not in ranges.setdefault(name[len(PARAM_PREFIX):], []):
+                    ranges[name[len(PARAM_PREFIX):]].append(entry)
+    return ranges
+
+
+def _sliced_getter(attr: str, ranges: List[tuple]):
+    def get(module: nn.Module) -> torch.Tensor:
+        full = module._parameters[attr] if attr in module._parameters else \
+            module._buffers[attr]
+        keep = torch.ones(full.shape[-1], dtype=torch.bool, device=full.device)
+        for start, end, unit in ranges:
+            mask = unit.mutable_channel.current_mask
+            if mask.numel() == end - start:
+                keep[start:end] = mask.to(keep.device)
+        return full[..., keep]
+    return get
+
+
+def slice_free_params(model: nn.Module, units) -> None:
+    """In MMRazor's pruned copy of the model, make every free parameter read by a forward
+    (a class token, a layer scale) keep the channels its units keep, as the static model's
+    will: each owner module gets a subclass whose attribute is the parameter sliced on its
+    last axis by the units' current masks."""
+    by_owner: Dict[str, Dict[str, List[tuple]]] = {}
+    for name, ranges in free_param_ranges(units).items():
+        owner, _, attr = name.rpartition('.')
+        by_owner.setdefault(owner, {})[attr] = ranges
+    for owner_name, attrs in by_owner.items():
+        owner = model.get_submodule(owner_name) if owner_name else model
+        props = {attr: property(_sliced_getter(attr, ranges)) for attr, ranges in attrs.items()}
+        owner.__class__ = type(f'FreeParamsSliced{type(owner).__name__}', (type(owner), ), props)
+
+
 @TASK_UTILS.register_module()
 class DMSChannelAnalyzer(ChannelAnalyzer):
     """MMRazor's ``ChannelAnalyzer`` that also follows channel splits (FX tracer).
@@ -400,6 +495,8 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
             self.tracer = ConcreteFxTracer({}, leaf_module=tuple(self.tracer.leaf_module))
             fx_graph = self._fx_trace(model)
         fx_graph.owning_module = model
+        if not self.traced_concretely:
+            record_shapes(fx_graph, model, self.demo_input.get_data(model))
         #: The streams whose readers' input masks their BatchNorms can apply (DMSMutator).
         self.norm_streams = norm_streams(fx_graph, model)
         base_graph = parse_fx_graph(fx_graph, shape_only_nodes(fx_graph))
@@ -412,7 +509,8 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         fx_nodes = {node.name: node for node in fx_graph.nodes}
         try:
             channel_graph = ChannelGraph.copy_from(
-                module_graph, functools.partial(split_aware_node_converter, fx_nodes=fx_nodes))
+                module_graph, functools.partial(split_aware_node_converter, fx_nodes=fx_nodes,
+                                                model=model))
             channel_graph.check(fix=True)
             channel_graph.check()
             channel_graph.forward(self.demo_input.input_shape[1])
@@ -470,6 +568,7 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         units = [RuleAwareCheckUnit.init_from_cfg(model, cfg) for cfg in units_config.values()]
         for unit in units:
             unit.prepare_for_pruning(model)
+        slice_free_params(model, units)
         mutable_units = [unit for unit in units if unit.is_mutable]
         self._record_reasons([(u, fixed_width_reason(u)) for u in units if not u.is_mutable])
         inputs = self.demo_input.get_data(model)

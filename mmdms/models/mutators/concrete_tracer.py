@@ -71,6 +71,16 @@ def holds_tensor(value: Any) -> bool:
     return False
 
 
+def concrete_shape(value: Any) -> Any:
+    """The shape of a tensor value (a tuple), of each tensor of a tuple or list (a list), else
+    None: what the channel graph reads of the concrete input (``node.meta['concrete_shape']``)."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return [concrete_shape(v) for v in value]
+    return None
+
+
 def concrete_value(arg: Any) -> Any:
     """``arg`` with every proxy replaced by its concrete value."""
     return map_aggregate(arg, lambda a: a.concrete if isinstance(a, Proxy) else a)
@@ -144,6 +154,10 @@ class ConcreteFxTracer(RecordingFxTracer):
 
     def __init__(self, inputs: Dict[str, Any], leaf_module: Tuple = ()) -> None:
         super().__init__(leaf_module=leaf_module)
+        #: Buffers read by a forward are ``get_attr`` nodes with their names, as parameters
+        #: are (not anonymous constants): the channel graph can follow and slice a fixed
+        #: position table (T2T's sinusoid embedding) as it does a learnt one.
+        self.proxy_buffer_attributes = True
         self.inputs = dict(inputs)
         #: ``{module: what}``: where Python read a tensor's values (``if x.sum() > 0``,
         #: ``int(t)``): the graph holds the path the concrete input took there.
@@ -186,6 +200,7 @@ class ConcreteFxTracer(RecordingFxTracer):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr,
                                      proxy_factory_fn)
         proxy.concrete = value
+        proxy.node.meta['concrete_shape'] = concrete_shape(value)
         return proxy
 
     def _value_read(self, what: str) -> None:

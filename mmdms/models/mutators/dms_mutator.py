@@ -17,6 +17,7 @@ from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer  # noqa: F401
+from .channel_analyzer import free_param_ranges
 from .diagnostics import (ResidualGraphWarning, SearchSpaceBuildError, SearchSpaceConfigError,
                           ThinSearchSpaceError, ThinSearchSpaceWarning,
                           ValueDependentTraceWarning, build_error, fixes, group_names)
@@ -249,19 +250,22 @@ class DMSMutator(ChannelMutator):
         return self._convert_channel_unit_to_mutable(self._without_expanded(units))
 
     def _without_expanded(self, units: List[ChannelUnit]) -> List[ChannelUnit]:
-        """The units whose layers all read their channels one to one. A layer that reads them
-        flattened with the spatial positions (VGG's classifier after ``flatten``: 512 channels
-        as 25088 features) is not searched by DMS: its unit stays fixed, with the reason."""
+        """The units whose layers read each channel as a whole number of features. A layer
+        may read a group's channels flattened with the positions, channel-major (VGG's
+        classifier after ``flatten``: 512 channels as 25088 features; Swin's patch merging
+        after ``unfold``): it reads the group's mask expanded
+        (:class:`~mmdms.models.mutables.ExpandedMutableChannel`). A unit read any other way
+        stays fixed, with the reason."""
         kept = []
         for unit in units:
-            expanded = [c for c in list(unit.input_related) + list(unit.output_related)
-                        if c.num_channels != unit.num_channels]
-            if not expanded:
+            odd = [c for c in list(unit.input_related) + list(unit.output_related)
+                   if c.num_channels % unit.num_channels]
+            if not odd:
                 kept.append(unit)
                 continue
-            reason = (f"its {unit.num_channels} channels are read flattened with the spatial "
-                      f"positions by '{expanded[0].name}' ({expanded[0].num_channels} features),"
-                      ' which DMS does not search')
+            reason = (f"its {unit.num_channels} channels are read as {odd[0].num_channels} "
+                      f"features by '{odd[0].name}', not a whole number per channel, which DMS "
+                      'does not search')
             for channel in list(unit.input_related) + list(unit.output_related):
                 self.unsearched_reasons.setdefault(str(channel.name), reason)
         return kept
@@ -308,11 +312,18 @@ class DMSMutator(ChannelMutator):
                 "has for mmyolo's CSPLayerWithTwoConv).")
 
     def _record_units(self, model: nn.Module) -> None:
-        """Write the traced widths and the masks their layers read into the space."""
+        """Write the traced widths, the masks their layers read and the free parameters they
+        slice (a class token, a layer scale: :mod:`.layout_nodes`) into the space."""
         names = set()
         for unit in self.units:
             if unit.is_mutable:
                 self.space.add_width(unit.name, unit.mutable_channel, unit.layer_names())
+        params = dict(model.named_parameters())
+        params.update(model.named_buffers())  # a fixed position table (T2T)
+        for name, ranges in free_param_ranges([u for u in self.units if u.is_mutable]).items():
+            if name in params:
+                self.space.add_param(name, free_param_mask(params[name].shape[-1], ranges))
+        for unit in self.units:
             names.update(c.name for c in list(unit.input_related) + list(unit.output_related)
                          if isinstance(c.module, nn.Module))
         for name, module in model.named_modules():
@@ -521,6 +532,28 @@ class DMSMutator(ChannelMutator):
     def summary(self) -> str:
         """A readable table of the search space (logged when it is prepared)."""
         return 'DMSMutator: ' + self.space.summary()
+
+
+def free_param_mask(size: int, ranges: List[tuple]):
+    """The mask function of a free parameter's last axis (``size`` entries) whose ranges
+    ``[(start, end, unit), ...]`` the units' mutables mask (ones elsewhere)."""
+    ranges = sorted(((s, e, u.mutable_channel) for s, e, u in ranges), key=lambda r: r[0])
+
+    def mask(hard: bool) -> torch.Tensor:
+        parts, last = [], 0
+        for start, end, mutable in ranges:
+            if start < last:
+                continue  # a range already covered (the parameter is read twice)
+            values = mutable.hard_mask if hard else mutable.soft_mask
+            if start > last:
+                parts.append(values.new_ones(start - last))
+            parts.append(values)
+            last = end
+        if last < size:
+            parts.append(parts[-1].new_ones(size - last))
+        return torch.cat(parts)
+
+    return mask
 
 
 class _DepthMask:

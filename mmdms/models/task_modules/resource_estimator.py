@@ -156,12 +156,16 @@ class DMSResourceEstimator:
         self._fixed_params = 0
         self._free_params = []
         self._param_widths: Dict[str, int] = {}
+        self._param_masks: Dict[str, Callable] = dict(self.space.params)
         self._block_params: Dict[str, int] = {}
         for name, p in model.named_parameters():
             owner = name.rpartition('.')[0]
             if any(owner == r or owner.startswith(r + '.') for r in recorded):
                 continue
-            if name in self.space.params:
+            uncalled = self._uncalled_channelwise_mask(owner, p)
+            if uncalled is not None:  # e.g. DeiT-3's ln2, which its forward never calls
+                self._param_masks[name] = uncalled
+            if name in self._param_masks:
                 self._free_params.append((name, p.numel() // p.shape[-1]))
                 self._param_widths[name] = p.shape[-1]
             elif self.space.block_of(name) is not None:
@@ -169,6 +173,18 @@ class DMSResourceEstimator:
             else:
                 self._fixed_params += p.numel()
         self._fixed_params -= self._shared_excess(model, recorded)
+
+    def _uncalled_channelwise_mask(self, owner: str, param: nn.Parameter) -> Optional[Callable]:
+        """The mask of a 1-D parameter of a masked layer that the forward never calls: the
+        export slices it (it is in the search space) though no call records it."""
+        masks = self.space.layers.get(owner)
+        if masks is None or param.dim() != 1:
+            return None
+        for fn in (masks.in_mask, masks.out_mask):
+            mask = fn(True)
+            if mask is not None and mask.numel() == param.numel():
+                return fn
+        return None
 
     def _shared_excess(self, model: nn.Module, recorded: set) -> int:
         """Elements of parameters shared by several modules (tied input and output
@@ -281,7 +297,7 @@ class DMSResourceEstimator:
             params = call.rule.params(call, call.rule.widths(call, reader))
             terms.append(_weighted(params, depth(call.name)))
         for name, rows in self._free_params:
-            width = reader.width(self.space.params[name], self._param_widths[name])
+            width = reader.width(self._param_masks[name], self._param_widths[name])
             terms.append(_weighted(rows * width, depth(name)))
         for name, numel in self._block_params.items():
             terms.append(_weighted(numel, depth(name)))

@@ -1,7 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""A width read flattened with the spatial positions (VGG's classifier after ``flatten``) stays
-fixed, with the reason, and the rest of the model is searched and exported exactly (it crashed
-with ``'DMSMutableChannel' object has no attribute 'expand_mutable_channel'``)."""
+"""A width read flattened with the spatial positions (VGG's classifier after ``flatten``) is
+searched: the classifier reads its mask expanded (each channel as its 16 positions), and the
+model exports exactly (it crashed with ``'DMSMutableChannel' object has no attribute
+'expand_mutable_channel'``, then that width stayed fixed)."""
 import torch.nn as nn
 from mmengine.model import BaseModel
 
@@ -28,23 +29,24 @@ class TinyVGG(BaseModel):
         return self.classifier(self.features(inputs).flatten(1))
 
 
-def test_flattened_width_is_fixed_and_the_rest_exports_exactly():
+def test_flattened_width_is_searched_and_exports_exactly():
     search = DMS(TinyVGG(), mutator=dict(type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer')))
-    mutator = search.mutator
     searched = {n for group in search.space.widths.values() for n in group.layers}
     assert searched >= {'features.0', 'features.3', 'classifier.0', 'classifier.2'}
-    assert mutator.unsearched_reasons['features.3'] == (
-        "its 6 channels are read flattened with the spatial positions by 'classifier.0' (96 "
-        'features), which DMS does not search')
-    assert [m.num_channels for m in search.space.width_mutables()] == [8, 12]
+    assert [m.num_channels for m in search.space.width_mutables()] == [8, 6, 12]
+    flattened = search.space.width_mutables()[1]
+    assert search.space.layer_masks('classifier.0').in_mask(True).numel() == 96
 
     randomize_structure(search.eval(), seed=1)
     subnet = subnet_from_algorithm(search)
+    kept = flattened.activated_channels
+    assert kept < 6
     architecture = TinyVGG()
     architecture.load_state_dict(search.architecture.state_dict())
     static = DMSSubnet(architecture, subnet)
-    assert static.architecture.features[3].out_channels == 6  # the flattened width, fixed
+    assert static.architecture.features[3].out_channels == kept
+    assert static.architecture.classifier[0].in_features == 16 * kept
     assert hard_mask_difference(search, static, (2, ) + SHAPE[1:]) <= 1e-5
     assert count_macs(static, SHAPE) == subnet['macs']
     assert count_params(static) == subnet['params']

@@ -11,6 +11,7 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from mmrazor.registry import MODELS
 
 from mmdms.models import (SearchSpaceBuildError, ThinSearchSpaceError, ThinSearchSpaceWarning)
+from dms_test_utils import assert_exact_export, search_and_export
 from mmdms.models.adapters import FamilyAdapter
 from mmdms.models.mutators.diagnostics import group_names
 from mmdms.registry import ADAPTERS
@@ -89,16 +90,19 @@ def convnext_v2(depths=(2, 2, 2, 2), channels=(8, 16, 32, 64)):
         head=dict(type='LinearClsHead', num_classes=10, in_channels=channels[-1]))).eval()
 
 
-def test_convnext_v2_empty_space_is_not_silent():
-    # ConvNeXt-V2's LayerNorm2d and GRN are unknown to MMRazor's tracer, which ties every width
-    # to the model's input: 0 widths (as mmpretrain's convnext-v2-atto at 32 px). Said once,
-    # grouped, not 25 names.
+def test_convnext_v2_grn_parameters_join_the_search():
+    # ConvNeXt-V2's GRN reads its gamma / beta in its forward: MMRazor fed them from the
+    # model's input and every width was tied to it (0 widths, a thin-space warning). They are
+    # free parameters of the hidden widths now (mmdms.models.mutators.layout_nodes).
     mutator, caught = prepare_recording(convnext_v2(), size=32)
-    assert mutator.weight_coverage == 0.0 and len(mutator.space.widths) == 0
-    assert len(caught) == 1
-    message = str(caught[0].message)
-    assert "tied to the model's input" in message
-    assert 'backbone.stages.* (24)' in message and message.count('pointwise_conv') == 0
+    assert mutator.weight_coverage > 0.75 and caught == []
+    assert 'backbone.stages.0.0.grn.gamma' in mutator.space.params
+
+
+def test_convnext_v2_exports_exactly():
+    search, subnet, static = search_and_export(lambda: convnext_v2(depths=(1, 1, 1, 1)),
+                                               (1, 3, 32, 32), seed=3)
+    assert_exact_export(search, subnet, static, (1, 3, 32, 32))
 
 
 class BrokenBlock(nn.Module):

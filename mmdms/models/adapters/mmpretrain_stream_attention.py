@@ -1,0 +1,319 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""mmpretrain attentions whose forward reads the stream width from its input.
+
+``WindowMSA.forward`` (Swin) splits ``qkv``'s output into heads of ``C // num_heads`` features and
+merges them back with ``reshape(B_, N, C)``, ``C`` being its *input's* width. That is the
+attention's width only while the stream is not pruned: once the stream keeps ``C' < C`` channels
+(``qkv`` reads ``C'``, still writes ``3 C``), the reshape fails. So MMRazor's pruning check
+(which runs a pruned copy) kept every Swin stream fixed, and a static Swin with a pruned stream
+could not run. Here the head width is read from the heads' declared width
+(``qkv.out_features``), which is the same function of the same weights at every stream width.
+HiViT's ``Attention``, ``BEiTAttention`` (BEiT, EVA), XCiT's ``XCA`` and ``ClassAttntion`` and
+Twins' two attentions split or merge their heads with ``C`` alike. (DaViT's ``DaViTWindowMSA``
+does too; with it and DaViT's outputs made stream-free, the zoo's DaViT-tiny searched its
+streams but its static model failed to run, a LayerNorm of 47 kept channels meeting 48: not
+solved, so DaViT keeps its streams fixed.)
+"""
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
+from mmpretrain.models.backbones.twins import (GlobalSubsampledAttention,
+                                               LocallyGroupedSelfAttention)
+from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
+from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA
+
+from mmdms.registry import ADAPTERS
+from .base import FamilyAdapter
+
+
+def _head_dims(layer: nn.Linear, parts: int) -> int:
+    """The features per head of ``layer``'s output, split into ``parts`` (heads, or q / k / v
+    times heads), from its declared width: in MMRazor's pruned copy a pruned ``out_features``
+    is still the full one, so that pruning a head width unevenly fails its check (the heads'
+    widths stay fixed) instead of splitting the heads wrongly."""
+    return layer.out_features // parts
+
+
+def window_msa_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
+    """``WindowMSA.forward`` with the head width taken from ``qkv``'s declared width, not
+    ``x``."""
+    B_, N, _ = x.shape
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = q * self.scale
+    attn = q @ k.transpose(-2, -1)
+    relative_position_bias = self.relative_position_bias_table[
+        self.relative_position_index.view(-1)].view(
+            self.window_size[0] * self.window_size[1],
+            self.window_size[0] * self.window_size[1], -1)
+    relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()
+    attn = attn + relative_position_bias.unsqueeze(0)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, self.num_heads, N, N)
+    attn = self.attn_drop(self.softmax(attn))
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x))
+
+
+def beit_attention_forward(self, x: torch.Tensor,
+                           rel_pos_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``BEiTAttention.forward`` with the heads merged to their own width, not ``x``'s."""
+    B, N, _ = x.shape
+    if self.bias == 'qv_bias':
+        k_bias = torch.zeros_like(self.v_bias, requires_grad=False)
+        qkv_bias = torch.cat((self.q_bias, k_bias, self.v_bias))
+        qkv = F.linear(input=x, weight=self.qkv.weight, bias=qkv_bias)
+    else:
+        qkv = self.qkv(x)
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = qkv.reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = q * self.scale
+    attn = q @ k.transpose(-2, -1)
+    if self.relative_position_bias_table is not None:
+        Wh, Ww = self.window_size
+        relative_position_bias = self.relative_position_bias_table[
+            self.relative_position_index.view(-1)].view(Wh * Ww + 1, Wh * Ww + 1, -1)
+        relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()
+        attn = attn + relative_position_bias.unsqueeze(0)
+    if rel_pos_bias is not None:
+        attn = attn + rel_pos_bias
+    attn = self.attn_drop(attn.softmax(dim=-1))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x))
+
+
+def xca_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``XCA.forward`` (XCiT's cross-covariance attention) with the head width taken from
+    ``qkv``'s output, not ``x``."""
+    B, N, _ = x.shape
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 4, 1)
+    q, k, v = qkv.unbind(0)
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1))
+    x = (attn @ v).permute(0, 3, 1, 2).reshape(B, N, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x))
+
+
+def class_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``ClassAttntion.forward`` (XCiT's class attention) with the head width taken from its
+    ``q`` / ``k`` / ``v`` outputs, not ``x``."""
+    B, N, _ = x.shape
+    head_dims = _head_dims(self.q, self.num_heads)
+    q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, self.num_heads, head_dims).permute(0, 2, 1, 3)
+    k = self.k(x).reshape(B, N, self.num_heads, head_dims).permute(0, 2, 1, 3)
+    q = q * self.scale
+    v = self.v(x).reshape(B, N, self.num_heads, head_dims).permute(0, 2, 1, 3)
+    attn = self.attn_drop((q @ k.transpose(-2, -1)).softmax(dim=-1))
+    x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x_cls))
+
+
+class _StreamFreeAdapter(FamilyAdapter):
+    """An attention whose own forward reads the stream width: ``forward`` (the same function
+    with the head widths read from its layers) for the channel analyzer's copy and, through
+    the class ``pruned`` (same state), for the static model."""
+
+    match_subclasses = False
+    forward = None
+    pruned: type = None
+
+    def trace_forward(self, module: nn.Module, *args, **kwargs):
+        return type(self).forward(module, *args, **kwargs)
+
+    def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
+        if type(module) is not self.pruned:
+            module.__class__ = self.pruned
+
+
+class PrunedXCA(XCA):
+    """A static ``XCA`` whose stream may be narrower than its heads (same state)."""
+
+    forward = xca_forward
+
+
+class PrunedClassAttntion(ClassAttntion):
+    """A static ``ClassAttntion`` whose stream may be narrower than its heads (same state)."""
+
+    forward = class_attention_forward
+
+
+@ADAPTERS.register_module()
+class XCAAdapter(_StreamFreeAdapter):
+    """XCiT's cross-covariance attention."""
+
+    module_type = XCA
+    forward = staticmethod(xca_forward)
+    pruned = PrunedXCA
+
+
+@ADAPTERS.register_module()
+class ClassAttntionAdapter(_StreamFreeAdapter):
+    """XCiT's class attention."""
+
+    module_type = ClassAttntion
+    forward = staticmethod(class_attention_forward)
+    pruned = PrunedClassAttntion
+
+
+class PrunedWindowMSA(WindowMSA):
+    """A static ``WindowMSA`` whose stream may be narrower than its heads (same state)."""
+
+    forward = window_msa_forward
+
+
+class PrunedBEiTAttention(BEiTAttention):
+    """A static ``BEiTAttention`` whose stream may be narrower than its heads (same state)."""
+
+    forward = beit_attention_forward
+
+
+@ADAPTERS.register_module()
+class WindowMSAAdapter(_StreamFreeAdapter):
+    """Swin's window attention (``WindowMSAV2`` computes its heads otherwise)."""
+
+    module_type = WindowMSA
+    forward = staticmethod(window_msa_forward)
+    pruned = PrunedWindowMSA
+
+
+@ADAPTERS.register_module()
+class BEiTAttentionAdapter(_StreamFreeAdapter):
+    """BEiT's attention (BEiT, EVA)."""
+
+    module_type = BEiTAttention
+    forward = staticmethod(beit_attention_forward)
+    pruned = PrunedBEiTAttention
+
+
+def hivit_attention_forward(self, x: torch.Tensor, rpe_index: Optional[torch.Tensor] = None,
+                            mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """HiViT's ``Attention.forward`` with the head width taken from ``qkv``'s output."""
+    B, N, _ = x.shape
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    q = q * self.scale
+    attn = q @ k.transpose(-2, -1)
+    if rpe_index is not None:
+        rpe_index = self.relative_position_index.view(-1)
+        S = int(math.sqrt(rpe_index.size(-1)))
+        relative_position_bias = self.relative_position_bias_table[rpe_index].view(
+            -1, S, S, self.num_heads)
+        attn = attn + relative_position_bias.permute(0, 3, 1, 2).contiguous()
+    if mask is not None:
+        mask = mask.bool()
+        attn = attn.masked_fill(~mask[:, None, None, :], float('-inf'))
+    attn = self.attn_drop(self.softmax(attn))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x))
+
+
+class PrunedHiViTAttention(HiViTAttention):
+    """A static HiViT ``Attention`` whose stream may be narrower than its heads."""
+
+    forward = hivit_attention_forward
+
+
+@ADAPTERS.register_module()
+class HiViTAttentionAdapter(_StreamFreeAdapter):
+    """HiViT's attention."""
+
+    module_type = HiViTAttention
+    forward = staticmethod(hivit_attention_forward)
+    pruned = PrunedHiViTAttention
+
+
+def gsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+    """Twins' ``GlobalSubsampledAttention.forward`` with ``q``'s head width read from ``q``."""
+    B, N, C = x.shape
+    q = self.q(x).reshape(B, N, self.num_heads,
+                          _head_dims(self.q, self.num_heads)).permute(0, 2, 1, 3)
+    if self.sr_ratio > 1:
+        x = x.permute(0, 2, 1).reshape(B, C, *hw_shape)
+        x = self.sr(x)
+        x = x.reshape(B, x.shape[1], -1).permute(0, 2, 1)
+        x = self.norm(x)
+    kv = self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
+    k, v = kv[0], kv[1]
+    attn_drop = self.attn_drop if self.training else 0.
+    x = self.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop)
+    x = x.transpose(1, 2).reshape(B, N, self.embed_dims)
+    x = self.out_drop(self.proj_drop(self.proj(x)))
+    if self.v_shortcut:
+        x = v.squeeze(1) + x
+    return x
+
+
+def lsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+    """Twins' ``LocallyGroupedSelfAttention.forward`` with the head width read from ``qkv``."""
+    B, N, C = x.shape
+    H, W = hw_shape
+    x = x.view(B, H, W, C)
+    pad_r = (self.window_size - W % self.window_size) % self.window_size
+    pad_b = (self.window_size - H % self.window_size) % self.window_size
+    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    Hp, Wp = x.shape[1:-1]
+    _h, _w = Hp // self.window_size, Wp // self.window_size
+    mask = torch.zeros((1, Hp, Wp), device=x.device)
+    mask[:, -pad_b:, :].fill_(1)
+    mask[:, :, -pad_r:].fill_(1)
+    x = x.reshape(B, _h, self.window_size, _w, self.window_size, C).transpose(2, 3)
+    mask = mask.reshape(1, _h, self.window_size, _w, self.window_size).transpose(2, 3).reshape(
+        1, _h * _w, self.window_size * self.window_size)
+    attn_mask = mask.unsqueeze(2) - mask.unsqueeze(3)
+    attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-1000.0)).masked_fill(
+        attn_mask == 0, float(0.0))
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x).reshape(B, _h * _w, self.window_size * self.window_size, 3,
+                              self.num_heads, head_dims).permute(3, 0, 1, 4, 2, 5)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q @ k.transpose(-2, -1)) * self.scale
+    attn = self.attn_drop((attn + attn_mask.unsqueeze(2)).softmax(dim=-1))
+    width = self.num_heads * head_dims
+    attn = (attn @ v).transpose(2, 3).reshape(B, _h, _w, self.window_size, self.window_size,
+                                              width)
+    x = attn.transpose(2, 3).reshape(B, _h * self.window_size, _w * self.window_size, width)
+    if pad_r > 0 or pad_b > 0:
+        x = x[:, :H, :W, :].contiguous()
+    x = x.reshape(B, N, width)
+    return self.proj_drop(self.proj(x))
+
+
+class PrunedGlobalSubsampledAttention(GlobalSubsampledAttention):
+    """A static Twins GSA whose stream may be narrower than its heads."""
+
+    forward = gsa_forward
+
+
+class PrunedLocallyGroupedSelfAttention(LocallyGroupedSelfAttention):
+    """A static Twins LSA whose stream may be narrower than its heads."""
+
+    forward = lsa_forward
+
+
+@ADAPTERS.register_module()
+class GlobalSubsampledAttentionAdapter(_StreamFreeAdapter):
+    """Twins' global sub-sampled attention."""
+
+    module_type = GlobalSubsampledAttention
+    forward = staticmethod(gsa_forward)
+    pruned = PrunedGlobalSubsampledAttention
+
+
+@ADAPTERS.register_module()
+class LocallyGroupedSelfAttentionAdapter(_StreamFreeAdapter):
+    """Twins' locally grouped attention."""
+
+    module_type = LocallyGroupedSelfAttention
+    forward = staticmethod(lsa_forward)
+    pruned = PrunedLocallyGroupedSelfAttention
