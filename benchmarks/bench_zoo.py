@@ -313,7 +313,7 @@ def stamp() -> Dict:
 
     commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
     if git('status', '--porcelain', '--untracked-files=no', '--', 'mmdms', 'benchmarks',
-           'configs'):
+           'configs', ':(exclude)benchmarks/results'):
         commit += '+dirty'
     return dict(commit=commit, host=socket.gethostname(), cpus=os.cpu_count(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
