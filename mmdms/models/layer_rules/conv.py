@@ -115,6 +115,15 @@ def _prune_grouped(module: nn.Conv2d, kept_in: Optional[Sequence[int]],
     module.out_channels = module.weight.shape[0]
 
 
+def conv_call(name: str, kind: str, module: nn.Module, x: Tensor, positions: int) -> LayerCall:
+    """The record of a 2-D (transposed) conv call on input ``x`` whose kernel is applied at
+    ``positions`` places per channel pair (output positions for a conv, input positions for a
+    transposed conv)."""
+    return LayerCall(name, kind, module.in_channels, module.out_channels, positions,
+                     module.kernel_size[0] * module.kernel_size[1], module.groups,
+                     bias=module.bias is not None, in_shape=tuple(x.shape[1:]))
+
+
 @register_layer_rule
 class ConvRule(LayerRule):
     """``nn.Conv2d`` and its subclasses (mmcv's ``Conv2dAdaptivePadding`` included)."""
@@ -130,10 +139,7 @@ class ConvRule(LayerRule):
         return module.in_channels, module.out_channels
 
     def record(self, name: str, module: nn.Module, x: Tensor, out: Tensor) -> LayerCall:
-        return LayerCall(name, self.kind, module.in_channels, module.out_channels,
-                         out[0, 0].numel(), module.kernel_size[0] * module.kernel_size[1],
-                         module.groups, bias=module.bias is not None,
-                         in_shape=tuple(x.shape[1:]))
+        return conv_call(name, self.kind, module, x, positions=out[0, 0].numel())
 
     def channelwise(self, call: LayerCall) -> bool:
         return call.depthwise

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .base import LayerCall, LayerRule, SubnetError, register_layer_rule
+from .conv import conv_call
 
 
 @register_layer_rule
@@ -28,10 +29,7 @@ class ConvTransposeRule(LayerRule):
         return module.in_channels, module.out_channels
 
     def record(self, name: str, module: nn.Module, x: Tensor, out: Tensor) -> LayerCall:
-        return LayerCall(name, self.kind, module.in_channels, module.out_channels,
-                         x[0, 0].numel(), module.kernel_size[0] * module.kernel_size[1],
-                         module.groups, bias=module.bias is not None,
-                         in_shape=tuple(x.shape[1:]))
+        return conv_call(name, self.kind, module, x, positions=x[0, 0].numel())
 
     def macs(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
