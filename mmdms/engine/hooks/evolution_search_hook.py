@@ -81,9 +81,8 @@ class EvolutionSearchHook(Hook):
     One trained one-shot supernet serves any number of budgets (its training does not depend on
     them): with several ``target_ratio`` values, each is searched in turn and its result written
     to ``evolution_<ratio>.json`` as well; the first ratio's structure is the one left set (and
-    in ``evolution.json``). Another budget's structure is exported by setting it
-    (:func:`~mmdms.models.space_structure.set_structure`) on the model loaded from the last
-    checkpoint.
+    in ``evolution.json``). Another budget's structure is exported from the same checkpoint with
+    ``tools/export_subnet.py CONFIG CHECKPOINT --structure evolution_<ratio>.json``.
 
     Args:
         target_ratio (float | Sequence[float]): the budget(s) as a fraction of the supernet's
@@ -126,10 +125,14 @@ class EvolutionSearchHook(Hook):
         self.evolution_args = dict(population_size=population_size, generations=generations,
                                    num_parents=num_parents, num_mutation=num_mutation,
                                    mutate_prob=mutate_prob, seed=seed)
-        #: The first ratio's result (the structure left set on the model).
-        self.result: Optional[dict] = None
         #: Every ratio's result, in the order of ``target_ratio``.
         self.results: List[dict] = []
+
+    @property
+    def result(self) -> Optional[dict]:
+        """The first ratio's result (the structure left set on the model); None before the
+        search."""
+        return self.results[0] if self.results else None
 
     def before_train(self, runner) -> None:
         model = self._model(runner)
@@ -156,22 +159,23 @@ class EvolutionSearchHook(Hook):
             recalibrate_batchnorm(model, runner.train_dataloader, self.calib_batches)
             return top1(model, held_out)
 
+        supernet = model.supernet_resource(self.resource)
         self.results = []
-        for ratio in self.target_ratios:
+        for index, ratio in enumerate(self.target_ratios):
             start = time.process_time()
-            target = ratio * model.supernet_resource(self.resource)
+            target = ratio * supernet
             evolution = EvolutionSearch(model, score, target, resource=self.resource,
                                         tolerance=self.tolerance,
                                         min_width_fraction=model.min_width_fraction,
                                         **self.evolution_args)
             found = evolution.run()
-            result = dict(found, supernet=model.supernet_resource(self.resource),
+            result = dict(found, supernet=supernet,
                           resource=self.resource, target_ratio=ratio,
                           search_cpu_s=time.process_time() - start,
                           held_out_images=len(held_out.dataset))
             self.results.append(result)
             names = [] if len(self.target_ratios) == 1 else [result_file(ratio)]
-            if ratio == self.target_ratios[0]:
+            if index == 0:
                 names.append(RESULT_FILE)
             for name in names:
                 with open(osp.join(runner.work_dir, name), 'w') as f:
@@ -181,7 +185,6 @@ class EvolutionSearchHook(Hook):
                       f"{found['evaluated']} structures scored in {result['search_cpu_s']:.0f} "
                       f"CPU-s; written to {', '.join(names)} in {runner.work_dir}",
                       logger='current')
-        self.result = self.results[0]
         set_structure(model, self.result['structure'])
         recalibrate_batchnorm(model, runner.train_dataloader, self.calib_batches)
         model.train()
