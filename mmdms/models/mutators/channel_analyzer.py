@@ -54,7 +54,7 @@ from mmdms.models.layer_rules import LAYER_RULES, searchable_layers
 from .channel_shuffle import ChannelShuffleNode, is_channel_shuffle, unshuffled_units
 from .concrete_tracer import ConcreteFxTracer, concrete_shape
 from .layout_nodes import (PARAM_PREFIX, FreeParamChannelNode, LayoutCatChannelNode,
-                           free_param_of)
+                           axis_argument, free_param_of)
 from .norm_folding import norm_streams
 from .trace_forwards import install_trace_forwards
 
@@ -142,9 +142,9 @@ class SplitSpec:
         else:
             return None
         arg_name = 'chunks' if kind == 'chunk' else 'split_size_or_sections'
-        args = list(node.args[1:])
-        how = args.pop(0) if args else node.kwargs.get(arg_name, node.kwargs.get('split_size'))
-        dim = args.pop(0) if args else node.kwargs.get('dim', 0)
+        how = node.args[1] if len(node.args) > 1 else \
+            node.kwargs.get(arg_name, node.kwargs.get('split_size'))
+        dim = axis_argument(node, 2, default=0)
         if dim != _CHANNEL_DIM:
             return None
         if kind == 'chunk':
@@ -290,7 +290,7 @@ def _is_shape_read(node: FxNode) -> bool:
 def _reads_no_channel_count(node: FxNode) -> bool:
     """Whether a shape read is known to give only batch / spatial sizes (axis >= 0, not 1)."""
     if node.op == 'call_method':  # x.size(d)
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get('dim')
+        dim = axis_argument(node, 1)
     elif node.op == 'call_function' and node.target is operator.getitem:  # x.shape[d]
         dim = node.args[1]
     else:

@@ -36,6 +36,15 @@ from mmdms.models.layer_rules import rule_for
 PARAM_PREFIX = 'param:'
 
 
+def axis_argument(fx_node: FxNode, position: int, default=None):
+    """The axis an FX call passes at ``position`` or by keyword. Torch accepts numpy's
+    spelling ``axis`` for ``dim`` (mmyolo's CSP layers call ``torch.cat(..., axis=1)``): read
+    as no axis, their channel concatenation looked like one of batch items."""
+    if len(fx_node.args) > position:
+        return fx_node.args[position]
+    return fx_node.kwargs.get('dim', fx_node.kwargs.get('axis', default))
+
+
 def free_param_of(fx_node: FxNode, model: nn.Module) -> Optional[torch.Tensor]:
     """The parameter (or buffer) an FX ``get_attr`` node reads, if it is one whose last axis
     can be a width: owned by no layer with a layer rule, floating, a ``(C,)`` scale or a
@@ -150,7 +159,7 @@ class LayoutCatChannelNode(ChannelNode):
         if fx_node.op != 'call_function' or fx_node.target is not torch.cat:
             return None
         tensors = fx_node.args[0] if fx_node.args else fx_node.kwargs.get('tensors')
-        dim = fx_node.args[1] if len(fx_node.args) > 1 else fx_node.kwargs.get('dim', 0)
+        dim = axis_argument(fx_node, 1, default=0)
         if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int) or \
                 not all(isinstance(t, FxNode) for t in tensors):
             return None

@@ -58,3 +58,33 @@ def test_beit_stream_is_searched_and_exports_exactly():
     assert {'backbone.cls_token', 'backbone.pos_embed',
             'backbone.layers.0.gamma_1'} <= set(subnet['free_params'])
     assert_exact_export(search, subnet, static, (1, 3, 32, 32))
+
+
+class CSPNet(BaseModel):
+    """A stem and mmyolo's own CSPResLayer as PPYOLOE+'s neck builds it (no shortcut, an SPP
+    block, no attention): it concatenates its two branches with ``torch.cat(..., axis=1)``."""
+
+    def __init__(self):
+        super().__init__()
+        from mmyolo.models.layers.yolo_bricks import CSPResLayer
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.csp = CSPResLayer(16, 24, num_block=1, attention_cfg=None, use_spp=True,
+                               block_cfg=dict(type='PPYOLOEBasicBlock', shortcut=False,
+                                              use_alpha=False))
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.head(self.csp(self.stem(inputs)).mean((2, 3)))
+
+
+def test_cat_spelled_with_numpy_axis_concatenates_channels():
+    """``axis=1`` was read as no axis (batch): the branches looked like a concatenation of
+    batch items, were tied into one width, and the export differed by 1e-3 (PPYOLOE+)."""
+    shape = (1, 3, 16, 16)
+    search, subnet, static = search_and_export(CSPNet, shape, seed=3)
+    into_conv3 = [set(g.layers) for g in search.space.widths.values()
+                  if 'csp.conv3.conv' in g.layers and 'csp.conv3.bn' not in g.layers]
+    assert len(into_conv3) == 2  # one width per branch
+    assert {'csp.conv1.bn', 'csp.blocks.spp.conv2.bn'} <= into_conv3[0] ^ into_conv3[1]
+    assert search.space.weight_coverage == 1.0, search.space.unsearched_layers
+    assert_exact_export(search, subnet, static, shape)
