@@ -296,6 +296,41 @@ def _skip_mmpretrain_multimodal_with_new_transformers() -> None:
     dependency.WITH_MULTIMODAL = False
 
 
+@_patch('configs_with_main_guarded_imports')
+def _load_configs_whose_import_serves_only_their_main() -> None:
+    """Load mmpretrain 1.2's RepLKNet configs with mmengine 0.10.
+
+    ``_base_/models/replknet-31B_in1k.py`` (and ``replknet-XL_in1k.py``) import
+    ``build_classifier`` for a demo under ``if __name__ == '__main__'``; mmengine 0.10 takes any
+    non-builtin import for a new-style (lazy-import) config, and every RepLKNet config then fails:
+    ``RuntimeError: The configuration file type in the inheritance chain must match the current
+    configuration file type, either "lazy_import" or non-"lazy_import"``. ``Config.fromfile`` is
+    wrapped to retry such a file as a plain config (``lazy_import=False``), only after that error
+    and only when the caller left ``lazy_import`` to the detection; a chain that really mixes the
+    two styles fails the retry too, and the original error is raised.
+    """
+    from mmengine.config import Config
+    fromfile = Config.fromfile
+    if getattr(fromfile, 'mmdms_retries_plain', False):
+        return
+
+    @functools.wraps(fromfile)
+    def fromfile_retrying_plain(filename, *args, **kwargs):
+        try:
+            return fromfile(filename, *args, **kwargs)
+        except RuntimeError as error:
+            if 'configuration file type in the inheritance chain must match' not in str(error) \
+                    or len(args) >= 4 or kwargs.get('lazy_import') is not None:
+                raise
+            try:
+                return fromfile(filename, *args, **dict(kwargs, lazy_import=False))
+            except Exception:
+                raise error from None
+
+    fromfile_retrying_plain.mmdms_retries_plain = True
+    Config.fromfile = staticmethod(fromfile_retrying_plain)
+
+
 def apply_all() -> List[str]:
     """Apply every shim not named in ``MMDMS_COMPAT_SKIP``; return the names applied."""
     skip = {s.strip() for s in os.environ.get('MMDMS_COMPAT_SKIP', '').split(',') if s.strip()}

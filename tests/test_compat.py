@@ -74,6 +74,13 @@ CASES = {
         from mmengine.model import MMDistributedDataParallel
         MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0])
         """), 'device_ids and output_device arguments only work with'),
+    'configs_with_main_guarded_imports': (textwrap.dedent("""
+        import mmdms, os.path as osp, mmpretrain
+        from mmengine.config import Config
+        cfg = Config.fromfile(osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'configs',
+                                       'replknet', 'replknet-31B_32xb64_in1k.py'))
+        assert cfg.model.backbone.type == 'RepLKNet' and 'build_classifier' not in cfg
+        """), 'configuration file type in the inheritance chain must match'),
 }
 
 
