@@ -151,6 +151,9 @@ class LayerRule:
             op (slicing its parameters by MMRazor's channel mask) that its channel analyzer may
             use in the pruned copy it runs to check each width; without one, a width through
             such a layer with parameters is left unsearched.
+        leaf (bool): the tracer keeps the layer whole (one ``call_module`` node), although it
+            is not a ``torch.nn`` class that FX keeps whole by itself; for a layer whose own
+            forward FX cannot trace.
     """
 
     module_types: Tuple[type, ...] = ()
@@ -162,6 +165,7 @@ class LayerRule:
     timed = False
     produces_channels = False
     check_op: Optional[type] = None
+    leaf = False
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
@@ -250,6 +254,11 @@ def rule_for(layer: Union[nn.Module, type]) -> Optional[LayerRule]:
         if rule is not None:
             return rule
     return None
+
+
+def leaf_layer_types() -> Tuple[type, ...]:
+    """The layer types whose rule asks the tracer to keep them whole (:attr:`LayerRule.leaf`)."""
+    return tuple(t for t, rule in LAYER_RULES.items() if rule.leaf)
 
 
 def layer_channels(module: nn.Module) -> Optional[Tuple[int, int]]:

@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""Layer rules of LayerNorm over the last axis and of GroupNorm.
+"""Layer rules of LayerNorm over the last axis (mmpretrain's channel-first ``LayerNorm2d``
+included) and of GroupNorm.
 
 LayerNorm mixes channels: its mean and variance are taken over the kept channels only, weighted
 by the soft mask, so that with hard masks it equals the pruned LayerNorm. MACs ``5 * elements``
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from mmrazor.models.architectures.dynamic_ops import DynamicLayerNorm
 from mmrazor.models.architectures.dynamic_ops.mixins.dynamic_layernorm_mixins import \
     DynamicLayerNormMixin
+from mmpretrain.models.utils.norm import LayerNorm2d
 from mmrazor.registry import MODELS
 from torch import Tensor
 
@@ -108,6 +110,46 @@ class LayerNormRule(NormRule):
             select_param(module, 'bias', 0, kept)
         if kept is not None:
             module.normalized_shape = (len(kept), )
+
+
+class _ChannelFirstForward:
+    """mmpretrain ``LayerNorm2d.forward(x, data_format)`` around a last-axis LayerNorm's forward:
+    a ``(N, C, H, W)`` input (``'channel_first'``) is normalised over C through a permute, a
+    ``(N, H, W, C)`` one (``'channel_last'``) directly."""
+
+    def forward(self, x: Tensor, data_format: str = 'channel_first') -> Tensor:
+        if data_format == 'channel_last':
+            return super().forward(x)
+        if data_format == 'channel_first':
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        return x  # what LayerNorm2d returns for any other format
+
+
+@MODELS.register_module()
+class DMSLayerNorm2d(_ChannelFirstForward, DMSLayerNorm):
+    """:class:`DMSLayerNorm` with mmpretrain ``LayerNorm2d``'s ``data_format``."""
+
+
+class DynamicLayerNorm2d(_ChannelFirstForward, DynamicLastAxisLayerNorm):
+    """The op of MMRazor's pruning check for mmpretrain's ``LayerNorm2d``."""
+
+
+@register_layer_rule
+class LayerNorm2dRule(LayerNormRule):
+    """mmpretrain's ``LayerNorm2d`` (ConvNeXt, EdgeNeXt, HorNet): a LayerNorm over the channels
+    of an ``(N, C, H, W)`` input, or of an ``(N, H, W, C)`` one with
+    ``data_format='channel_last'``. It is a leaf of the trace (its forward asserts on the
+    input's rank, which FX cannot trace); the export also sets its ``num_channels``."""
+
+    module_types = (LayerNorm2d, )
+    dms_ops = {LayerNorm2d: DMSLayerNorm2d}
+    check_op = DynamicLayerNorm2d
+    leaf = True
+
+    def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
+              kept_out: Optional[Sequence[int]], name: str) -> None:
+        super().prune(module, kept_in, kept_out, name)
+        module.num_channels = module.normalized_shape[0]
 
 
 class _GroupNormChannels(DynamicLayerNormMixin):

@@ -259,7 +259,7 @@ def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode],
     shuffles, LayerNorms over the last axis, parameters read by a forward (with ``model``) and
     concatenations of positions (where the concrete tracer recorded the shapes); see
     :mod:`.layout_nodes`."""
-    if type(node.val) is nn.LayerNorm and len(node.val.normalized_shape) == 1:
+    if isinstance(node.val, nn.LayerNorm) and len(node.val.normalized_shape) == 1:
         return LayerNormChannelNode.copy_from(node)
     fx_node = fx_nodes.get(node.name)
     if fx_node is not None and is_channel_shuffle(fx_node):

@@ -12,7 +12,7 @@ from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUn
 from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.adapters.base import adapter_for
-from mmdms.models.layer_rules import searchable_layers
+from mmdms.models.layer_rules import leaf_layer_types, searchable_layers
 from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
@@ -240,7 +240,8 @@ class DMSMutator(ChannelMutator):
                            extra_leaves: tuple = ()) -> List[DMSChannelUnit]:
         if analyzer.tracer_type == 'FxTracer':
             analyzer.tracer = RecordingFxTracer(
-                leaf_module=tuple(analyzer.tracer.leaf_module) + self.leaf_modules + extra_leaves)
+                leaf_module=tuple(analyzer.tracer.leaf_module) + leaf_layer_types() + self.leaf_modules +
+                extra_leaves)
         unit_configs = analyzer.analyze(model)
         self._check_untraced(model, getattr(analyzer.tracer, 'untraced', {}))
         if getattr(analyzer, 'traced_concretely', False):
