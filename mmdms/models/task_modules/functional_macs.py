@@ -1,8 +1,10 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Multiply-adds of matrix products that no layer makes: ``q @ k.transpose(-2, -1)``,
-``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, and the functional ``F.linear`` /
-``baddbmm`` of ``torch.nn.MultiheadAttention`` (DETR), whose projections are parameters or a
-Linear it calls as a function, so no layer rule sees a call.
+``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, the scaled dot-product attention of an
+attention whose heads are not searched (Conformer's and Twins' sub-sampled attention call
+``F.scaled_dot_product_attention``), and the functional ``F.linear`` / ``baddbmm`` of
+``torch.nn.MultiheadAttention`` (DETR), whose projections are parameters or a Linear it calls
+as a function, so no layer rule sees a call.
 
 A layer rule counts a module's MACs from its recorded call; a product of two tensors computed
 in a forward's own code (the attention of Swin, Twins, XCiT, MobileViT, LeViT ...) belongs to
@@ -34,6 +36,17 @@ def matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
     """FlopAnalyzer's count of ``a @ b`` (``matmul_flop_jit``): ``prod(a.shape) * n`` with
     ``n`` the last axis of ``b`` (1 for a vector)."""
     return a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
+
+
+def sdpa_macs(args: tuple, kwargs: dict) -> int:
+    """``count_macs``'s count of ``F.scaled_dot_product_attention(q, k, v)`` (FlopAnalyzer
+    alone skips it): ``q k^T`` and ``attn v``, one multiply-add each,
+    ``batch * heads * L * S * (E_qk + E_v)``, as the two matmuls would be counted."""
+    names = ('query', 'key', 'value')
+    q, k, v = (args[i] if len(args) > i else kwargs.get(names[i]) for i in range(3))
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return 0
+    return q.numel() // q.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
 
 
 def multi_head_attention_macs(args: tuple, kwargs: dict) -> int:
@@ -72,6 +85,8 @@ def _product_macs(func, args: tuple, kwargs: dict) -> int:
         return args[0].numel() * weight.shape[0] if isinstance(weight, torch.Tensor) else 0
     elif func is F.multi_head_attention_forward:
         return multi_head_attention_macs(args, kwargs)
+    elif func is F.scaled_dot_product_attention:
+        return sdpa_macs(args, kwargs)
     else:
         return 0
     if len(operands) == 2 and all(isinstance(t, torch.Tensor) for t in operands):
