@@ -4,9 +4,13 @@ small real mmpretrain models: a random structure exports exactly, and the estima
 the subnet are FlopAnalyzer's (``count_macs``) within 0.1%."""
 import pytest
 import torch
+from mmengine.model import BaseModel
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
+from mmdms.models.search_space import SearchSpace
+from mmdms.models.task_modules import DMSResourceEstimator
+from mmdms.utils import count_macs
 
 SHAPE = (1, 3, 32, 32)
 
@@ -43,3 +47,54 @@ def test_unsearched_scaled_dot_product_attention_is_counted(name):
 
     search, subnet, static = search_and_export(build, SHAPE, seed=1)
     assert_exact_export(search, subnet, static, SHAPE)
+
+
+def _mvit():
+    # pooling attention with decomposed relative positions (two torch.einsum per block)
+    return mmpretrain_classifier(
+        dict(type='MViT', arch=dict(embed_dims=16, num_layers=3, num_heads=1,
+                                    downscale_indices=[1]), img_size=32),
+        in_channels=32)
+
+
+def test_mvit_relative_position_einsums_are_counted():
+    def build():
+        torch.manual_seed(0)
+        return _mvit()
+
+    search, subnet, static = search_and_export(build, SHAPE, seed=1)
+    assert_exact_export(search, subnet, static, SHAPE)
+
+
+class Einsum(BaseModel):
+    """A conv map's features contracted with fixed tensors by one ``torch.einsum``."""
+
+    def __init__(self, equation: str, others: tuple, as_list: bool = False):
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, 4, 2, stride=2)
+        self.equation, self.as_list = equation, as_list
+        for i, shape in enumerate(others):
+            self.register_buffer(f'other{i}', torch.randn(shape))
+        self.others = len(others)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        x = self.proj(inputs)  # (1, 4, 3, 3)
+        operands = [x] + [getattr(self, f'other{i}') for i in range(self.others)]
+        if self.as_list:
+            return torch.einsum(self.equation, operands)
+        return torch.einsum(self.equation, *operands)
+
+
+@pytest.mark.parametrize('equation,others,as_list', [
+    ('bchw,ck->bkhw', [(4, 5)], False),  # a summed index
+    ('bchw,ck->bkhw', [(4, 5)], True),  # the operands passed as one list
+    ('bchw,wk', [(3, 2)], False),  # implicit output
+    ('bchw,bchw->bchw', [(1, 4, 3, 3)], False),  # no summed index: numpy's count, halved
+    ('bchw,ck,kj->bjhw', [(4, 5), (5, 2)], False),  # three operands: einsum_path's optimum
+])
+def test_einsum_counted_as_flop_analyzer(equation, others, as_list):
+    shape = (1, 3, 6, 6)
+    model = Einsum(equation, others, as_list).eval()
+    estimator = DMSResourceEstimator(input_shape=shape)
+    estimator.prepare(model, SearchSpace())
+    assert float(estimator.estimate('macs', full=True)) == count_macs(model, shape)
