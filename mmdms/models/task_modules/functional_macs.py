@@ -1,8 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Multiply-adds of matrix products that no layer makes: ``q @ k.transpose(-2, -1)``,
 ``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, ``torch.einsum`` (MViT-V2's decomposed
-relative positions), the scaled dot-product attention of an attention whose heads are not
-searched (Conformer's and Twins' sub-sampled attention call ``F.scaled_dot_product_attention``),
+relative positions), the ``F.scaled_dot_product_attention`` of an attention whose heads are
+not searched (Conformer's and MobileViT's transformer layers, Twins' sub-sampled attention),
 and the functional ``F.linear`` / ``baddbmm`` of ``torch.nn.MultiheadAttention`` (DETR), whose
 projections are parameters or a Linear it calls as a function, so no layer rule sees a call.
 
@@ -54,10 +54,10 @@ def sdpa_macs(args: tuple, kwargs: dict) -> int:
 def einsum_macs(args: tuple) -> int:
     """FlopAnalyzer's count of ``torch.einsum(equation, *operands)`` (``einsum_flop_jit``):
     half of numpy's ``einsum_path`` cost of the optimal contraction. For two operands that is
-    the product of every index's size (one more factor 2 halved away when an index is summed),
-    computed exactly here; FlopAnalyzer reads it from ``einsum_path``'s report, printed to four
-    significant digits, so it is that rounded (within 0.05%). Other einsums are read as
-    FlopAnalyzer reads them."""
+    the product of every index's size if an index is summed (numpy counts a multiply and an
+    add), half of it if none is (a multiply only); it is computed exactly here, while
+    FlopAnalyzer reads it from ``einsum_path``'s report, printed to four significant digits
+    (within 0.05%). Other einsums are read from that report as FlopAnalyzer reads them."""
     equation, operands = args[0], args[1:]
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # einsum(eq, [a, b])
         operands = tuple(operands[0])
