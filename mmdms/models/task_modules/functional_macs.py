@@ -117,8 +117,12 @@ def _product_macs(func, args: tuple, kwargs: dict) -> int:
     elif func is F.linear:
         # ``F.linear(x, W)`` outside a Linear layer (``torch.nn.MultiheadAttention``'s packed
         # input projection, its ``out_proj`` called as a function): ``prod(x.shape) * W.rows``
+        # (Swin-V2's WindowMSAV2 passes every argument by keyword)
+        x = args[0] if args else kwargs.get('input')
         weight = args[1] if len(args) > 1 else kwargs.get('weight')
-        return args[0].numel() * weight.shape[0] if isinstance(weight, torch.Tensor) else 0
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
+            return 0
+        return x.numel() * weight.shape[0]
     elif func is F.multi_head_attention_forward:
         return multi_head_attention_macs(args, kwargs)
     elif func is F.scaled_dot_product_attention:

@@ -108,3 +108,25 @@ def test_einsum_counted_as_flop_analyzer(equation, others, as_list):
     estimator = DMSResourceEstimator(input_shape=shape)
     estimator.prepare(model, SearchSpace())
     assert float(estimator.estimate('macs', full=True)) == count_macs(model, shape)
+
+
+class WindowAttentionV2(BaseModel):
+    """Tokens of a conv map in one window of Swin-V2's ``WindowMSAV2``, which computes its
+    ``qkv`` as ``F.linear(input=x, weight=..., bias=...)``: every argument by keyword."""
+
+    def __init__(self):
+        super().__init__()
+        from mmpretrain.models.utils.attention import WindowMSAV2
+        self.proj = torch.nn.Conv2d(3, 8, 2, stride=2)
+        self.attn = WindowMSAV2(8, (4, 4), 2, cpb_mlp_hidden_dims=16)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.attn(self.proj(inputs).flatten(2).transpose(1, 2))
+
+
+def test_functional_linear_with_keyword_arguments_is_counted():
+    shape = (1, 3, 8, 8)
+    model = WindowAttentionV2().eval()
+    estimator = DMSResourceEstimator(input_shape=shape)
+    estimator.prepare(model, SearchSpace())  # raised an IndexError, reading args[0]
+    assert float(estimator.estimate('macs', full=True)) == count_macs(model, shape)
