@@ -1,8 +1,10 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Multiply-adds of matrix products that no layer makes: ``q @ k.transpose(-2, -1)``,
-``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, and the functional ``F.linear`` /
-``baddbmm`` of ``torch.nn.MultiheadAttention`` (DETR), whose projections are parameters or a
-Linear it calls as a function, so no layer rule sees a call.
+``attn @ v``, YOLOv8's DFL ``softmax(x) @ proj``, ``torch.einsum`` (MViT-V2's decomposed
+relative positions), the ``F.scaled_dot_product_attention`` of an attention whose heads are
+not searched (Conformer's and MobileViT's transformer layers, Twins' sub-sampled attention),
+and the functional ``F.linear`` / ``baddbmm`` of ``torch.nn.MultiheadAttention`` (DETR), whose
+projections are parameters or a Linear it calls as a function, so no layer rule sees a call.
 
 A layer rule counts a module's MACs from its recorded call; a product of two tensors computed
 in a forward's own code (the attention of Swin, Twins, XCiT, MobileViT, LeViT ...) belongs to
@@ -15,8 +17,10 @@ searched where no family adapter builds them, and a product inside a module whos
 records the module (a searched attention, which counts its own products) is left to that rule.
 """
 import inspect
+import math
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,6 +38,51 @@ def matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
     """FlopAnalyzer's count of ``a @ b`` (``matmul_flop_jit``): ``prod(a.shape) * n`` with
     ``n`` the last axis of ``b`` (1 for a vector)."""
     return a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
+
+
+def sdpa_macs(args: tuple, kwargs: dict) -> int:
+    """``count_macs``'s count of ``F.scaled_dot_product_attention(q, k, v)`` (FlopAnalyzer
+    alone skips it): ``q k^T`` and ``attn v``, one multiply-add each,
+    ``batch * heads * L * S * (E_qk + E_v)``, as the two matmuls would be counted."""
+    names = ('query', 'key', 'value')
+    q, k, v = (args[i] if len(args) > i else kwargs.get(names[i]) for i in range(3))
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)):
+        return 0
+    return q.numel() // q.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+def einsum_macs(args: tuple) -> int:
+    """FlopAnalyzer's count of ``torch.einsum(equation, *operands)`` (``einsum_flop_jit``):
+    half of numpy's ``einsum_path`` cost of the optimal contraction. For two operands that is
+    the product of every index's size if an index is summed (numpy counts a multiply and an
+    add), half of it if none is (a multiply only); it is computed exactly here, while
+    FlopAnalyzer reads it from ``einsum_path``'s report, printed to four significant digits
+    (within 0.05%). Other einsums are read from that report as FlopAnalyzer reads them."""
+    equation, operands = args[0], args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # einsum(eq, [a, b])
+        operands = tuple(operands[0])
+    if not isinstance(equation, str) or not operands or \
+            not all(isinstance(t, torch.Tensor) for t in operands):
+        return 0  # the sublist format einsum(a, [0, 1], b, [1, 2]) is not counted
+    equation = equation.replace(' ', '')
+    inputs, arrow, output = equation.partition('->')
+    terms = inputs.split(',')
+    if len(terms) == 2 and '.' not in equation:
+        if not arrow:  # implicit output: the indices that appear once
+            output = ''.join(c for c in sorted(set(inputs)) if c.isalpha() and
+                             inputs.count(c) == 1)
+        sizes: Dict[str, int] = {}
+        for term, operand in zip(terms, operands):
+            for index, size in zip(term, operand.shape):
+                sizes[index] = max(sizes.get(index, 1), size)
+        summed = any(index not in output for index in sizes)
+        return math.prod(sizes.values()) * (1 + summed) // 2
+    path = np.einsum_path(equation, *(np.zeros(t.shape) for t in operands),
+                          optimize='optimal')[1]
+    for line in path.split('\n'):
+        if 'optimized flop' in line.lower():
+            return int(float(line.split(':')[-1]) // 2)
+    return 0
 
 
 def multi_head_attention_macs(args: tuple, kwargs: dict) -> int:
@@ -68,10 +117,18 @@ def _product_macs(func, args: tuple, kwargs: dict) -> int:
     elif func is F.linear:
         # ``F.linear(x, W)`` outside a Linear layer (``torch.nn.MultiheadAttention``'s packed
         # input projection, its ``out_proj`` called as a function): ``prod(x.shape) * W.rows``
+        # (Swin-V2's WindowMSAV2 passes every argument by keyword)
+        x = args[0] if args else kwargs.get('input')
         weight = args[1] if len(args) > 1 else kwargs.get('weight')
-        return args[0].numel() * weight.shape[0] if isinstance(weight, torch.Tensor) else 0
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
+            return 0
+        return x.numel() * weight.shape[0]
     elif func is F.multi_head_attention_forward:
         return multi_head_attention_macs(args, kwargs)
+    elif func is F.scaled_dot_product_attention:
+        return sdpa_macs(args, kwargs)
+    elif func is torch.einsum:
+        return einsum_macs(args)
     else:
         return 0
     if len(operands) == 2 and all(isinstance(t, torch.Tensor) for t in operands):

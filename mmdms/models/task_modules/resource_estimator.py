@@ -10,7 +10,8 @@ counts them (one multiply-add as one "flop"): convs (depthwise ones linear in C)
 searched attentions, norms and adaptive average pooling.
 
 * matrix products that no layer makes (``q @ k.transpose(-2, -1)`` in an attention's own code,
-  YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
+  ``F.scaled_dot_product_attention`` of an attention whose heads are not searched,
+  ``torch.einsum``, YOLOv8's head's DFL ``matmul`` with ``proj``) are recorded by
   :class:`~.functional_macs.MatmulRecorder` during the same forward, at fixed sizes, weighted
   by their block's depth mask;
 * upsamplings (``F.interpolate``, nearest or bilinear), as FlopAnalyzer counts them (one or
