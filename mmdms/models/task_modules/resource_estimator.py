@@ -115,7 +115,8 @@ class DMSResourceEstimator:
                 self.calls.append(call)
                 if rule.channels_from_consumer:
                     pool_outputs.append((out, call))
-                elif rule.searchable_weight:
+                elif rule.searchable_weight or rule.channelwise(call):
+                    # a norm reads a pooling's output too (LeViT's head: BatchNorm1d, linear)
                     _match_pool_consumer(name, x, call.in_channels, pool_outputs)
 
             handles.append(module.register_forward_hook(hook, with_kwargs=True))

@@ -50,3 +50,9 @@ def test_levit_is_searched_and_exports_exactly(tiny_levit):
     space = search.space
     assert space.weight_coverage >= 0.9, space.unsearched_layers
     assert_exact_export(search, subnet, static, SHAPE)
+    # the last stream reaches the head through the pooling and a BatchNorm1d: the pooling
+    # counts the kept channels (too few MACs here for the 0.1% check above to see it)
+    kept = subnet['layers']['head.head.linear']['kept_in']
+    assert kept is not None and len(kept) < TINY['embed_dims'][-1]
+    pool = next(call for call in search.estimator.calls if call.kind == 'pool')
+    assert float(search.estimator.call_macs(pool, hard=True)) == pool.positions * len(kept)
