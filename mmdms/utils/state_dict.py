@@ -1,0 +1,41 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Loading a model's own state dict strictly, when its load hooks drop keys it rebuilds.
+
+mmpretrain's ``SwinTransformerV2`` registers a load pre-hook that deletes every
+``relative_position_index`` and ``relative_coords_table`` from the state dict it is given (it
+rebuilds them from its window size, so that checkpoints of other window sizes load). A strict
+``load_state_dict`` of its own state dict then fails ("Missing key(s) in state_dict:
+...relative_coords_table"), and the export of a searched Swin-V2 failed there.
+"""
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+
+def load_state_dict_strictly(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state, strict=True)``, except that a key of ``state`` that one of
+    the model's load hooks drops is accepted where the model already holds that very value.
+
+    Raises:
+        RuntimeError: as a strict load does, naming the unexpected keys, the missing keys (not
+            in ``state``, or dropped with another value than the model's) and, via
+            ``load_state_dict``, the mis-shaped ones.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    missing = [k for k in missing if k not in state or not _same(own.get(k), state[k])]
+    if missing or unexpected:
+        parts = []
+        if unexpected:
+            parts.append('Unexpected key(s) in state_dict: ' + ', '.join(unexpected))
+        if missing:
+            parts.append('Missing key(s) in state_dict: ' + ', '.join(missing))
+        raise RuntimeError(f'Error(s) in loading state_dict for {type(model).__name__}: ' +
+                           '; '.join(parts))
+
+
+def _same(value, expected) -> bool:
+    if not isinstance(value, torch.Tensor) or not isinstance(expected, torch.Tensor):
+        return value is expected
+    return value.shape == expected.shape and torch.equal(value.cpu(), expected.cpu())
