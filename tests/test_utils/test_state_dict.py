@@ -42,3 +42,15 @@ def test_other_missing_unexpected_or_different_keys_are_refused():
         load_state_dict_strictly(target, state)
     with pytest.raises(RuntimeError, match='Unexpected key.*extra'):
         load_state_dict_strictly(target, dict(source.state_dict(), extra=torch.zeros(1)))
+
+
+def test_rotary_tables_of_another_input_size_keep_the_models_own():
+    from mmpretrain.models.utils import RotaryEmbeddingFast
+    source, target = RotaryEmbeddingFast(8, 6), RotaryEmbeddingFast(8, 6)
+    source(torch.randn(1, 2, 16, 8), (4, 4))  # recomputed for 4 x 4 patches
+    assert source.freqs_cos.shape != target.freqs_cos.shape
+    expected = target.freqs_cos.clone()
+    load_state_dict_strictly(target, source.state_dict())
+    torch.testing.assert_close(target.freqs_cos, expected)
+    x = torch.randn(1, 2, 16, 8)
+    torch.testing.assert_close(target(x, (4, 4)), source(x, (4, 4)))
