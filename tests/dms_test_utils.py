@@ -165,12 +165,13 @@ def search_and_export(make_model, shape, seed=0, **mutator):
     subnet): ``(search, subnet, static)``."""
     from mmdms.models import DMS, DMSSubnet
     from mmdms.structures import subnet_from_algorithm
+    from mmdms.utils import load_state_dict_strictly
     search = DMS(make_model(), mutator=dict(type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=tuple(shape), tracer_type='FxTracer'), **mutator))
     randomize_structure(search.eval(), seed=seed)
     subnet = subnet_from_algorithm(search)
     architecture = make_model()
-    architecture.load_state_dict(search.architecture.state_dict())
+    load_state_dict_strictly(architecture, search.architecture.state_dict())
     return search, subnet, DMSSubnet(architecture, subnet).eval()
 
 

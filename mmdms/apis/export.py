@@ -13,7 +13,7 @@ from mmdms.models.algorithms import DMSSubnet
 from mmdms.models.space_structure import set_structure
 from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel
 from mmdms.structures import SubnetError, dump_subnet, subnet_from_algorithm
-from mmdms.utils import atomic_directory, check_new_directory
+from mmdms.utils import atomic_directory, check_new_directory, load_state_dict_strictly
 from .retrain_config import retrain_config, strip_pretrained
 from .search_model import (architecture_cfg, build_architecture, build_search_model,
                            load_config, load_search_checkpoint)
@@ -32,7 +32,8 @@ def static_subnet(algorithm: nn.Module, cfg, subnet: Optional[Dict] = None) -> D
         subnet (dict, optional): the structure; defaults to the model's hard masks.
     """
     architecture = build_architecture(cfg)
-    architecture.load_state_dict(algorithm.architecture.state_dict())  # DMS ops keep the keys
+    # DMS ops keep the keys
+    load_state_dict_strictly(architecture, algorithm.architecture.state_dict())
     return DMSSubnet(architecture, subnet or subnet_from_algorithm(algorithm))
 
 

@@ -12,6 +12,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from mmrazor.registry import MODELS
 
 from mmdms.models.algorithms.dms_subnet import merge_data_preprocessor
+from mmdms.utils import load_state_dict_strictly
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -107,6 +108,6 @@ def load_search_checkpoint(model: nn.Module, checkpoint: str, config_name: str =
                          f'{_listed(diverged)}: the search diverged before it was saved. Export '
                          'an earlier checkpoint, and see docs/user_guide.md for the settings '
                          '(lambda_resource, lr_structure) to lower.')
-    model.load_state_dict(state, strict=True)
+    load_state_dict_strictly(model, state)
     meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
     return meta if isinstance(meta, dict) else {}

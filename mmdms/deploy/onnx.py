@@ -21,7 +21,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmdms.structures import load_subnet
-from mmdms.utils import atomic_file
+from mmdms.utils import atomic_file, load_state_dict_strictly
 
 #: Largest relative difference (to the output's largest magnitude) between onnxruntime's and
 #: PyTorch's outputs that the export accepts.
@@ -111,7 +111,8 @@ def load_subnet_model(subnet_dir: str, checkpoint: Optional[str] = None
     ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
     try:
-        model.load_state_dict({re.sub(r'^module\.', '', k): v for k, v in state.items()})
+        load_state_dict_strictly(model, {re.sub(r'^module\.', '', k): v
+                                         for k, v in state.items()})
     except RuntimeError as e:
         raise DeployError(f"'{checkpoint}' does not hold the weights of the subnet in "
                           f"'{subnet_dir}' ({str(e).splitlines()[0]}); pass a checkpoint of "

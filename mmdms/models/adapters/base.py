@@ -56,6 +56,11 @@ class FamilyAdapter:
     module_type: Union[type, str, None] = None
     match_subclasses = True
 
+    def handles(self, module: nn.Module) -> bool:
+        """Whether the adapter applies to this instance of its type (default: every one); one
+        that does not is left to the next adapter of a base type, or to the tracer."""
+        return True
+
     def trace_forward(self, module: nn.Module, *args, **kwargs):
         """What ``module.forward`` computes, with the same submodules in the same order, in a
         form torch.fx can trace. If the forward splits an output by fixed channel counts, take
@@ -133,8 +138,9 @@ def adapters_with(capability: str) -> List[Tuple[type, FamilyAdapter]]:
 def adapter_for(module: nn.Module, capability: str) -> Optional[FamilyAdapter]:
     """The adapter of ``module``'s type that provides ``capability``, if any."""
     for module_type, adapter in adapters_with(capability):
-        if type(module) is module_type or (adapter.match_subclasses and
-                                           isinstance(module, module_type)):
+        if (type(module) is module_type or (adapter.match_subclasses and
+                                            isinstance(module, module_type))) \
+                and adapter.handles(module):
             return adapter
     return None
 

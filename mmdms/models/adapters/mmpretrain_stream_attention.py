@@ -8,11 +8,11 @@ attention's width only while the stream is not pruned: once the stream keeps ``C
 (which runs a pruned copy) kept every Swin stream fixed, and a static Swin with a pruned stream
 could not run. Here the head width is read from the heads' declared width
 (``qkv.out_features``), which is the same function of the same weights at every stream width.
-HiViT's ``Attention``, ``BEiTAttention`` (BEiT, EVA), XCiT's ``XCA`` and ``ClassAttntion`` and
-Twins' two attentions split or merge their heads with ``C`` alike. (DaViT's ``DaViTWindowMSA``
-does too; with it and DaViT's outputs made stream-free, the zoo's DaViT-tiny searched its
-streams but its static model failed to run, a LayerNorm of 47 kept channels meeting 48: not
-solved, so DaViT keeps its streams fixed.)
+HiViT's ``Attention``, ``BEiTAttention`` (BEiT, EVA), XCiT's ``XCA`` and ``ClassAttntion``,
+Swin-V2's ``WindowMSAV2`` and Twins' two attentions split or merge their heads with ``C`` alike.
+(DaViT's ``DaViTWindowMSA`` does too; with it and DaViT's outputs made stream-free, the zoo's
+DaViT-tiny searched its streams but its static model failed to run, a LayerNorm of 47 kept
+channels meeting 48: not solved, so DaViT keeps its streams fixed.)
 """
 import math
 from typing import Dict, Optional
@@ -24,7 +24,7 @@ from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
 from mmpretrain.models.backbones.twins import (GlobalSubsampledAttention,
                                                LocallyGroupedSelfAttention)
 from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
-from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA
+from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA, WindowMSAV2
 
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
@@ -184,6 +184,53 @@ class WindowMSAAdapter(_StreamFreeAdapter):
     module_type = WindowMSA
     forward = staticmethod(window_msa_forward)
     pruned = PrunedWindowMSA
+
+
+def window_msa_v2_forward(self, x: torch.Tensor,
+                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``WindowMSAV2.forward`` with the head width taken from ``qkv``'s declared width, and
+    ``qkv`` called as a layer: the original computes ``F.linear(x, self.qkv.weight, qkv_bias)``
+    itself, which the channel tracer does not see as a call of ``qkv`` (the stream it reads
+    stayed unsearched). ``qkv`` has no bias of its own; its bias is added after it."""
+    B_, N, _ = x.shape
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x)
+    if self.q_bias is not None:
+        qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.v_bias, requires_grad=False),
+                               self.v_bias))
+    qkv = qkv.reshape(B_, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+    attn = attn * torch.clamp(self.logit_scale, max=math.log(1. / 0.01)).exp()
+    relative_position_bias_table = self.cpb_mlp(self.relative_coords_table).view(
+        -1, self.num_heads)
+    window = self.window_size[0] * self.window_size[1]
+    relative_position_bias = relative_position_bias_table[
+        self.relative_position_index.view(-1)].view(window, window, -1)
+    relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()
+    attn = attn + 16 * torch.sigmoid(relative_position_bias).unsqueeze(0)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, self.num_heads, N, N)
+    attn = self.attn_drop(self.softmax(attn))
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, self.num_heads * head_dims)
+    return self.proj_drop(self.proj(x))
+
+
+class PrunedWindowMSAV2(WindowMSAV2):
+    """A static ``WindowMSAV2`` whose stream may be narrower than its heads (same state)."""
+
+    forward = window_msa_v2_forward
+
+
+@ADAPTERS.register_module()
+class WindowMSAV2Adapter(_StreamFreeAdapter):
+    """Swin-V2's window attention."""
+
+    module_type = WindowMSAV2
+    forward = staticmethod(window_msa_v2_forward)
+    pruned = PrunedWindowMSAV2
 
 
 @ADAPTERS.register_module()

@@ -1,18 +1,19 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""mmpretrain's ``SwinTransformer`` backbone: its forward reshapes each output to the width it
-was built with.
+"""mmpretrain's ``SwinTransformer`` and ``SwinTransformerV2`` backbones: their forwards reshape each
+output to the width it was built with.
 
 ``SwinTransformer.forward`` turns each output stage's tokens into a feature map with
 ``out.view(-1, *hw_shape, self.num_features[i])``: the last stage's stream could not be pruned
 (MMRazor's pruning check runs that forward on a pruned copy and it fails), and a static Swin
 with a pruned last stage could not run. The copy's forward reads the width from the tokens;
-the static model's ``num_features`` become the widths of its sliced output norms.
+the static model's ``num_features`` (V2: its stages' ``out_channels``) become the widths of its
+sliced output norms.
 """
 from typing import Dict
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.backbones import SwinTransformer
+from mmpretrain.models.backbones import SwinTransformer, SwinTransformerV2
 from mmpretrain.models.utils import resize_pos_embed
 
 from mmdms.registry import ADAPTERS
@@ -51,3 +52,34 @@ class SwinTransformerAdapter(FamilyAdapter):
             if isinstance(norm, nn.LayerNorm):
                 module.num_features[i] = norm.normalized_shape[-1]
 
+
+
+@ADAPTERS.register_module()
+class SwinTransformerV2Adapter(FamilyAdapter):
+    """The stream of Swin-V2's output stages (see the module docstring)."""
+
+    module_type = SwinTransformerV2
+    match_subclasses = False
+
+    def trace_forward(self, module: nn.Module, x: torch.Tensor) -> tuple:
+        """``SwinTransformerV2.forward``, with each output's width read from its tokens."""
+        x, hw_shape = module.patch_embed(x)
+        if module.use_abs_pos_embed:
+            x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution,
+                                     hw_shape, module.interpolate_mode,
+                                     module.num_extra_tokens)
+        x = module.drop_after_pos(x)
+        outs = []
+        for i, stage in enumerate(module.stages):
+            x, hw_shape = stage(x, hw_shape)
+            if i in module.out_indices:
+                out = getattr(module, f'norm{i}')(x)
+                outs.append(out.view(-1, *hw_shape, out.shape[-1]).permute(0, 3, 1,
+                                                                           2).contiguous())
+        return tuple(outs)
+
+    def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
+        for i in module.out_indices:
+            norm = getattr(module, f'norm{i}', None)
+            if isinstance(norm, nn.LayerNorm):
+                module.stages[i].out_channels = norm.normalized_shape[-1]

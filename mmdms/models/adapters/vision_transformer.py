@@ -146,6 +146,13 @@ class VisionTransformerAdapter(FamilyAdapter):
     module_type = VisionTransformer
     head_lambda_scale = 4.0
 
+    def handles(self, module: nn.Module) -> bool:
+        """A ViT of mmpretrain's encoder layers (``attn`` a ``MultiheadAttention``, an ``ffn``);
+        one of other layers (EVA-02's ``EVA02EndcoderLayer``, rotary attention and SwiGLU FFN)
+        is traced like the other token models."""
+        return all(type(getattr(layer, 'attn', None)) is MultiheadAttention and
+                   hasattr(layer, 'ffn') for layer in getattr(module, 'layers', ()))
+
     def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
         backbone = model.get_submodule(name)
         prefix = f'{name}.' if name else ''

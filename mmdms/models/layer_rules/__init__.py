@@ -3,8 +3,8 @@
 from .base import (LAYER_RULES, LayerCall, LayerRule, MaskReader, SubnetError,
                    channelwise_indices, layer_channels, leaf_layer_types, register_layer_rule,
                    replace_with_dms_op, rule_for, searchable_layers, select_param)
-from .batch_norm import (BatchNormRule, DMSBatchNorm1d, DMSBatchNorm2d, DMSBatchNormXd,
-                         DMSSyncBatchNorm)
+from .batch_norm import (BatchNorm1dRule, BatchNormRule, DMSBatchNorm1d, DMSBatchNorm2d,
+                         DMSBatchNormXd, DMSSyncBatchNorm)
 from .conv import ConvRule, DMSConv2d, DMSConv2dAdaptivePadding
 from .conv_transpose import ConvTransposeRule
 from .layer_norm import (DMSGroupNorm, DMSLayerNorm, DMSLayerNorm2d, GroupNormRule,
@@ -16,7 +16,8 @@ from .pooling import AdaptiveAvgPoolRule
 __all__ = [
     'LAYER_RULES', 'LayerCall', 'LayerRule', 'MaskReader', 'SubnetError',
     'channelwise_indices', 'layer_channels', 'leaf_layer_types', 'register_layer_rule',
-    'replace_with_dms_op', 'rule_for', 'searchable_layers', 'select_param', 'BatchNormRule',
+    'replace_with_dms_op', 'rule_for', 'searchable_layers', 'select_param', 'BatchNorm1dRule',
+    'BatchNormRule',
     'DMSBatchNorm1d', 'DMSBatchNorm2d', 'DMSBatchNormXd', 'DMSSyncBatchNorm', 'ConvRule',
     'DMSConv2d', 'DMSConv2dAdaptivePadding', 'ConvTransposeRule', 'DMSGroupNorm',
     'DMSLayerNorm', 'DMSLayerNorm2d', 'GroupNormRule', 'LayerNorm2dRule', 'LayerNormRule',

@@ -3,7 +3,9 @@
 
 BatchNorm is channel-wise, so it runs unmasked (a mask on its input would be normalised away);
 its MACs are ``2 * elements`` in eval mode (1 without affine), its parameters ``2 C``; the
-export slices its affine parameters and running statistics.
+export slices its affine parameters and running statistics. A ``BatchNorm1d`` normalises axis 1
+of a 2-D or 3-D input: LeViT's ``LinearBatchNorm`` feeds it the ``(B * N, C)`` tokens of a
+linear layer, whose channels are its last axis.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -114,3 +116,13 @@ class BatchNormRule(LayerRule):
             if getattr(module, buffer, None) is not None:
                 select_param(module, buffer, 0, kept)
         module.num_features = len(kept) if kept is not None else module.num_features
+
+
+@register_layer_rule
+class BatchNorm1dRule(BatchNormRule):
+    """``nn.BatchNorm1d``: counted and sliced like every BatchNorm, and made prunable in MMRazor's
+    pruning check, whose pruned copy knows BatchNorm2d but not BatchNorm1d (every width through
+    one, e.g. all of LeViT's linear + BatchNorm1d layers, was left unsearched)."""
+
+    module_types = (nn.BatchNorm1d, )
+    check_op = DynamicBatchNorm1d

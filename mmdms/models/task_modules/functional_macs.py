@@ -117,12 +117,12 @@ def _product_macs(func, args: tuple, kwargs: dict) -> int:
     elif func is F.linear:
         # ``F.linear(x, W)`` outside a Linear layer (``torch.nn.MultiheadAttention``'s packed
         # input projection, its ``out_proj`` called as a function): ``prod(x.shape) * W.rows``
-        # (Swin-V2's WindowMSAV2 passes every argument by keyword)
+        # passed by position or, as Swin-V2's and BEiT's attentions do, by keyword
         x = args[0] if args else kwargs.get('input')
         weight = args[1] if len(args) > 1 else kwargs.get('weight')
-        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
-            return 0
-        return x.numel() * weight.shape[0]
+        if isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor):
+            return x.numel() * weight.shape[0]
+        return 0
     elif func is F.multi_head_attention_forward:
         return multi_head_attention_macs(args, kwargs)
     elif func is F.scaled_dot_product_attention:
@@ -161,6 +161,12 @@ class MatmulRecorder(TorchFunctionMode):
     output it reads, directly or through shape-keeping functions (activations, adds); the
     estimator counts it at that layer's kept output width (at full size if there is none).
 
+    A ``F.linear`` on the weight of a linear layer counted by its rule (Swin-V2's
+    ``WindowMSAV2`` computes ``F.linear(input=x, weight=self.qkv.weight, bias=qkv_bias)``
+    itself, never calling ``qkv``) is that layer's call, not a fixed product: it is recorded in
+    :attr:`layer_calls` as ``(layer name, layer, input, output)``, for its rule to count at
+    the layer's kept widths.
+
     Args:
         model (nn.Module): the model; its modules' forwards are followed with hooks.
         recorded_by_rule (Callable[[str], bool]): whether a module's call is counted by its
@@ -171,6 +177,12 @@ class MatmulRecorder(TorchFunctionMode):
         super().__init__()
         self.products: List[Tuple[str, int]] = []
         self.upsamplings: List[Tuple[str, int, Optional[str], int]] = []
+        self.layer_calls: List[Tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+        #: id(weight) -> (weight, name, layer) of the linear layers counted by their rule
+        self._linear_weights: Dict[int, Tuple[torch.Tensor, str, nn.Module]] = {
+            id(module.weight): (module.weight, name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and recorded_by_rule(name)}
         self._stack: List[Tuple[str, bool]] = [('', False)]
         #: id(tensor) -> (tensor, the recorded layer whose output it carries)
         self._sources: Dict[int, Tuple[torch.Tensor, str]] = {}
@@ -197,11 +209,15 @@ class MatmulRecorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         inside_rule = self._stack[-1][1]
-        if not inside_rule:
+        layer = self._functional_layer(func, args, kwargs) if not inside_rule else None
+        if not inside_rule and layer is None:
             macs = _product_macs(func, args, kwargs)
             if macs:
                 self.products.append((self._stack[-1][0], macs))
         out = func(*args, **kwargs)
+        if layer is not None:
+            x = args[0] if args else kwargs.get('input')
+            self.layer_calls.append(layer + (x, out))
         if not inside_rule:
             upsample = upsample_macs_per_channel(func, args, kwargs, out)
             if upsample is not None:
@@ -215,6 +231,18 @@ class MatmulRecorder(TorchFunctionMode):
                         self._sources[id(out)] = (out, source)
                         break
         return out
+
+    def _functional_layer(self, func, args: tuple,
+                          kwargs: dict) -> Optional[Tuple[str, nn.Module]]:
+        """``(name, layer)`` if ``func`` is ``F.linear`` on the weight of a linear layer counted
+        by its rule."""
+        if func is not F.linear:
+            return None
+        weight = args[1] if len(args) > 1 else kwargs.get('weight')
+        found = self._linear_weights.get(id(weight))
+        if found is None or found[0] is not weight:
+            return None
+        return found[1], found[2]
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -105,21 +105,26 @@ class DMSResourceEstimator:
             def hook(mod, args, kwargs, out, name=name, rule=rule):
                 # the first input, passed by position or (HF attention) by keyword
                 x = args[0] if args else next(iter(kwargs.values()))
-                call = rule.record(name, mod, x, out)
-                call.rule = rule
-                # rules count per element of the first axis; a layer run on windows or patches
-                # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more
-                # of them than the forward has samples
-                lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
-                if lead != batch and lead % batch == 0:
-                    call.positions = call.positions * (lead // batch)
-                self.calls.append(call)
-                if rule.channels_from_consumer:
-                    pool_outputs.append((out, call))
-                elif rule.searchable_weight:
-                    _match_pool_consumer(name, x, call.in_channels, pool_outputs)
+                add_call(name, rule, mod, x, out)
 
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
+
+        def add_call(name: str, rule, mod: nn.Module, x: Tensor, out) -> None:
+            call = rule.record(name, mod, x, out)
+            call.rule = rule
+            # rules count per element of the first axis; a layer run on windows or patches
+            # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more of
+            # them than the forward has samples
+            lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
+            if lead != batch and lead % batch == 0:
+                call.positions = call.positions * (lead // batch)
+            self.calls.append(call)
+            if rule.channels_from_consumer:
+                pool_outputs.append((out, call))
+            elif rule.searchable_weight or rule.channelwise(call):
+                # a norm reads a pooling's output too (LeViT's head: BatchNorm1d, linear)
+                _match_pool_consumer(name, x, call.in_channels, pool_outputs)
+
         param = next(model.parameters())
         was_training = model.training
         model.eval()
@@ -145,6 +150,8 @@ class DMSResourceEstimator:
             recorder.remove()
             for handle in handles:
                 handle.remove()
+        for name, layer, x, out in recorder.layer_calls:  # F.linear on a layer's weight
+            add_call(name, rule_for(layer), layer, x, out)
         self.products = recorder.products
         self.upsamplings = recorder.upsamplings
         self._out_channels = {c.name: c.out_channels for c in self.calls}
