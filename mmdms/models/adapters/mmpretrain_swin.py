@@ -20,6 +20,30 @@ from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
 
 
+def swin_trace_forward(module: nn.Module, x: torch.Tensor) -> tuple:
+    """``SwinTransformer.forward`` / ``SwinTransformerV2.forward``, with each output's width
+    read from its tokens. V1 may down-sample after an output stage; V2's stages do it first."""
+    v1 = not isinstance(module, SwinTransformerV2)
+    x, hw_shape = module.patch_embed(x)
+    if module.use_abs_pos_embed:
+        x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution, hw_shape,
+                                 module.interpolate_mode, module.num_extra_tokens)
+    x = module.drop_after_pos(x)
+    outs = []
+    for i, stage in enumerate(module.stages):
+        if v1:
+            x, hw_shape = stage(x, hw_shape, do_downsample=module.out_after_downsample)
+        else:
+            x, hw_shape = stage(x, hw_shape)
+        if i in module.out_indices:
+            out = getattr(module, f'norm{i}')(x)
+            outs.append(out.view(-1, *hw_shape, out.shape[-1]).permute(0, 3, 1,
+                                                                       2).contiguous())
+        if v1 and stage.downsample is not None and not module.out_after_downsample:
+            x, hw_shape = stage.downsample(x, hw_shape)
+    return tuple(outs)
+
+
 @ADAPTERS.register_module()
 class SwinTransformerAdapter(FamilyAdapter):
     """The stream of Swin's output stages (see the module docstring)."""
@@ -28,30 +52,13 @@ class SwinTransformerAdapter(FamilyAdapter):
     match_subclasses = False  # Swin-V2 and others have forwards of their own
 
     def trace_forward(self, module: nn.Module, x: torch.Tensor) -> tuple:
-        """``SwinTransformer.forward``, with each output's width read from its tokens."""
-        x, hw_shape = module.patch_embed(x)
-        if module.use_abs_pos_embed:
-            x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution,
-                                     hw_shape, module.interpolate_mode,
-                                     module.num_extra_tokens)
-        x = module.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(module.stages):
-            x, hw_shape = stage(x, hw_shape, do_downsample=module.out_after_downsample)
-            if i in module.out_indices:
-                out = getattr(module, f'norm{i}')(x)
-                outs.append(out.view(-1, *hw_shape, out.shape[-1]).permute(0, 3, 1,
-                                                                           2).contiguous())
-            if stage.downsample is not None and not module.out_after_downsample:
-                x, hw_shape = stage.downsample(x, hw_shape)
-        return tuple(outs)
+        return swin_trace_forward(module, x)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         for i in module.out_indices:
             norm = getattr(module, f'norm{i}', None)
             if isinstance(norm, nn.LayerNorm):
                 module.num_features[i] = norm.normalized_shape[-1]
-
 
 
 @ADAPTERS.register_module()
@@ -62,21 +69,7 @@ class SwinTransformerV2Adapter(FamilyAdapter):
     match_subclasses = False
 
     def trace_forward(self, module: nn.Module, x: torch.Tensor) -> tuple:
-        """``SwinTransformerV2.forward``, with each output's width read from its tokens."""
-        x, hw_shape = module.patch_embed(x)
-        if module.use_abs_pos_embed:
-            x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution,
-                                     hw_shape, module.interpolate_mode,
-                                     module.num_extra_tokens)
-        x = module.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(module.stages):
-            x, hw_shape = stage(x, hw_shape)
-            if i in module.out_indices:
-                out = getattr(module, f'norm{i}')(x)
-                outs.append(out.view(-1, *hw_shape, out.shape[-1]).permute(0, 3, 1,
-                                                                           2).contiguous())
-        return tuple(outs)
+        return swin_trace_forward(module, x)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         for i in module.out_indices:
