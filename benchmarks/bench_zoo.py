@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 import time
@@ -327,7 +328,17 @@ def exact(row: Dict) -> bool:
                 abs(row.get('macs_gap', 1)) <= MACS_TOL)
 
 
+def zoo_order(row: Dict):
+    """The zoo's order of a row: classifiers by family name, then the detectors as listed
+    (whatever order the rows were written in, e.g. by two processes side by side)."""
+    detectors = [family for family, _, _ in DETECTORS]
+    if row.get('task') == 'det' and row['family'] in detectors:
+        return (1, detectors.index(row['family']), '')
+    return (0, 0, row['family'])
+
+
 def table(rows: List[Dict]) -> str:
+    rows = sorted(rows, key=zoo_order)
     lines = ['| family | model | input | widths | stages | attentions | weights searched | '
              'ratios with a gradient | outputs (max rel. diff) | MACs vs FlopAnalyzer | '
              'params exact | exact | seconds (build / export / total) | failed at: why |',
@@ -423,6 +434,9 @@ def main() -> None:
             parser.error(f'unknown families {sorted(unknown)}; see --list')
         entries = [e for e in entries if e['family'] in args.families]
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    # a SIGTERM (pkill) becomes SystemExit, on which subprocess.run kills the model's worker
+    # process instead of leaving it running
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for entry in entries:
         if entry['family'] in done and not args.redo:
             continue
