@@ -184,3 +184,18 @@ def assert_exact_export(search, subnet, static, shape, tol=1e-4):
     assert hard_mask_difference(search, static, (2, ) + tuple(shape[1:])) <= tol
     assert abs(count_macs(static, shape) / subnet['macs'] - 1) <= 1e-3
     assert count_params(static) == subnet['params']
+
+
+def mask_norm_input(dms_norm, channels, kept, generator):
+    """Register on ``dms_norm`` (a norm's DMS op) an input mask that keeps ``kept`` of its
+    ``channels`` by a random importance; returns the boolean mask of the kept channels."""
+    from mmdms.models.layer_rules.masked_forward import DMSMaskContainer
+    from mmdms.models.mutables import DMSMutableChannel
+    mutable = DMSMutableChannel(channels)
+    mutable.importance.copy_(torch.rand(channels, generator=generator))
+    mutable.current_choice = min(kept, channels)
+    mutable.fix_chosen()
+    container = DMSMaskContainer(channels)
+    container.register_mutable(mutable, 0, channels)
+    dms_norm.register_mutable_attr('in_channels', container)
+    return mutable.hard_mask.bool()

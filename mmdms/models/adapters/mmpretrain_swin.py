@@ -44,6 +44,13 @@ def swin_trace_forward(module: nn.Module, x: torch.Tensor) -> tuple:
     return tuple(outs)
 
 
+def output_norm_widths(module: nn.Module) -> Dict[int, int]:
+    """Output stage index -> the width of its (sliced) output norm."""
+    norms = {i: getattr(module, f'norm{i}', None) for i in module.out_indices}
+    return {i: norm.normalized_shape[-1] for i, norm in norms.items()
+            if isinstance(norm, nn.LayerNorm)}
+
+
 @ADAPTERS.register_module()
 class SwinTransformerAdapter(FamilyAdapter):
     """The stream of Swin's output stages (see the module docstring)."""
@@ -55,10 +62,8 @@ class SwinTransformerAdapter(FamilyAdapter):
         return swin_trace_forward(module, x)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
-        for i in module.out_indices:
-            norm = getattr(module, f'norm{i}', None)
-            if isinstance(norm, nn.LayerNorm):
-                module.num_features[i] = norm.normalized_shape[-1]
+        for i, width in output_norm_widths(module).items():
+            module.num_features[i] = width
 
 
 @ADAPTERS.register_module()
@@ -72,7 +77,5 @@ class SwinTransformerV2Adapter(FamilyAdapter):
         return swin_trace_forward(module, x)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
-        for i in module.out_indices:
-            norm = getattr(module, f'norm{i}', None)
-            if isinstance(norm, nn.LayerNorm):
-                module.stages[i].out_channels = norm.normalized_shape[-1]
+        for i, width in output_norm_widths(module).items():
+            module.stages[i].out_channels = width

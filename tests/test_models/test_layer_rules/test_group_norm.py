@@ -7,10 +7,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
+from dms_test_utils import (assert_exact_export, mask_norm_input, mmpretrain_classifier,
+                            search_and_export)
 from mmdms.models.layer_rules import DMSGroupNorm, rule_for
-from mmdms.models.layer_rules.masked_forward import DMSMaskContainer
-from mmdms.models.mutables import DMSMutableChannel
 
 
 @settings(max_examples=20, deadline=None)
@@ -22,15 +21,8 @@ def test_hard_masked_group_norm_is_the_pruned_group_norm(channels, kept, seed):
         norm.weight.uniform_(0.5, 1.5, generator=g)
         norm.bias.uniform_(-1, 1, generator=g)
     dms = DMSGroupNorm.convert_from(norm)
-    mutable = DMSMutableChannel(channels)
-    mutable.importance.copy_(torch.rand(channels, generator=g))
-    mutable.current_choice = min(kept, channels)
-    mutable.fix_chosen()
-    container = DMSMaskContainer(channels)
-    container.register_mutable(mutable, 0, channels)
-    dms.register_mutable_attr('in_channels', container)
+    keep = mask_norm_input(dms, channels, kept, g)
     x = torch.randn(2, channels, 3, 4, generator=g)
-    keep = mutable.hard_mask.bool()
     pruned = nn.GroupNorm(1, int(keep.sum()))
     pruned.load_state_dict({'weight': norm.weight[keep], 'bias': norm.bias[keep]})
     with torch.no_grad():

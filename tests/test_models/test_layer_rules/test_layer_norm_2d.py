@@ -8,10 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from dms_test_utils import assert_exact_export, search_and_export
+from dms_test_utils import assert_exact_export, mask_norm_input, search_and_export
 from mmdms.models.layer_rules import DMSLayerNorm2d, LayerNorm2dRule, rule_for
-from mmdms.models.layer_rules.masked_forward import DMSMaskContainer
-from mmdms.models.mutables import DMSMutableChannel
 
 LayerNorm2d = MMPRETRAIN_MODELS.get('LN2d')  # after mmdms: importing mmpretrain.models needs it
 
@@ -32,14 +30,7 @@ def test_hard_masked_layer_norm_2d_is_the_pruned_one(channels, kept, seed, data_
         norm.bias.uniform_(-1, 1, generator=g)
     dms = DMSLayerNorm2d.convert_from(norm)
     dms.load_state_dict(norm.state_dict())
-    mutable = DMSMutableChannel(channels)
-    mutable.importance.copy_(torch.rand(channels, generator=g))
-    mutable.current_choice = min(kept, channels)
-    mutable.fix_chosen()
-    container = DMSMaskContainer(channels)
-    container.register_mutable(mutable, 0, channels)
-    dms.register_mutable_attr('in_channels', container)
-    keep = mutable.hard_mask.bool()
+    keep = mask_norm_input(dms, channels, kept, g)
     pruned = LayerNorm2d(int(keep.sum()))
     pruned.load_state_dict({'weight': norm.weight[keep], 'bias': norm.bias[keep]})
     x = torch.randn(2, channels, 3, 4, generator=g)
