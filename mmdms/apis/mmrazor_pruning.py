@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from mmengine import MessageHub
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
@@ -185,22 +186,56 @@ def group_fisher_prune(search: nn.Module,
 
 
 def _dmcp_class():
-    """MMRazor's DMCP counting its FLOPs at the model's input shape (``calc_current_flops``
-    builds ``ResourceEstimator()``, whose default input is 1x3x224x224: a 1-channel 28x28
-    network fails there)."""
+    """MMRazor's DMCP, adapted in two ways that leave its algorithm as it is:
+
+    * it counts its FLOPs at the model's input shape (``calc_current_flops`` builds
+      ``ResourceEstimator()``, whose default input is 1x3x224x224: a 1-channel 28x28 network
+      fails there);
+    * with ``arch_step_batch_stats`` its architecture step normalises with the batch's
+      statistics instead of the running ones (``_update_arch_params`` puts the whole model in
+      eval mode). The running statistics of a network trained on sampled widths mix every
+      width's (the sandwich's largest, smallest and random ones), so they do not fit the
+      largest network the architecture step runs: on the Fashion-MNIST ResNet-style supernet
+      its eval-mode logits grew from 25 to 7e6 in the first four architecture steps after the
+      first epoch, and the fifth made the architecture parameters NaN. The batch statistics are
+      used without updating the running ones (momentum 0 during the step).
+    """
     from mmrazor.models.algorithms.pruning.dmcp import DMCP
     from mmrazor.models.task_modules.estimators import ResourceEstimator
 
     class DMCPAtInputShape(DMCP):
 
-        def __init__(self, *args, input_shape=(1, 3, 224, 224), **kwargs) -> None:
+        def __init__(self, *args, input_shape=(1, 3, 224, 224), arch_step_batch_stats=True,
+                     **kwargs) -> None:
             self.input_shape = tuple(input_shape)
+            self.arch_step_batch_stats = arch_step_batch_stats
+            self._in_arch_step = False
             super().__init__(*args, **kwargs)
 
         def calc_current_flops(self):
             estimator = ResourceEstimator(input_shape=self.input_shape)
             return estimator.estimate(model=self.architecture.backbone,
                                       flops_params_cfg=dict(units=None))['flops']
+
+        def _update_arch_params(self, *args, **kwargs):
+            norms = [m for m in self.architecture.modules() if isinstance(m, _BatchNorm)]
+            momenta = [m.momentum for m in norms]
+            self._in_arch_step = self.arch_step_batch_stats
+            try:
+                return super()._update_arch_params(*args, **kwargs)
+            finally:
+                self._in_arch_step = False
+                for norm, momentum in zip(norms, momenta):
+                    norm.momentum = momentum
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if not mode and self._in_arch_step:
+                for norm in self.architecture.modules():
+                    if isinstance(norm, _BatchNorm):
+                        norm.train()
+                        norm.momentum = 0.0
+            return self
 
     return DMCPAtInputShape
 
@@ -218,6 +253,7 @@ def dmcp_search(search: nn.Module,
                 distillation_times: Optional[int] = None,
                 flops_loss_type: str = 'l1',
                 flop_loss_weight: float = 0.1,
+                arch_step_batch_stats: bool = True,
                 tolerance: float = 0.02,
                 demo_input=(1, 3, 224, 224),
                 log_every: int = 50) -> Dict:
@@ -248,6 +284,11 @@ def dmcp_search(search: nn.Module,
             ``'log_l1'`` compares the expected FLOPs (in FLOPs) with ``0.95 * target_flops`` (in
             MFLOPs), so it pulls the FLOPs towards zero rather than to the target.
         flop_loss_weight: its weight (MMRazor's ResNet-50 config: 0.1).
+        arch_step_batch_stats: the architecture step normalises with the batch's statistics
+            (True, the default) or with the running ones, as MMRazor 1.0.0 does (False: on a
+            search as short as DMS's the running statistics of the sampled widths do not fit
+            the largest network and the architecture parameters became NaN; see
+            ``_dmcp_class``).
         tolerance: the band of the final scaling.
         demo_input: the input shape (tracer and DMCP's FLOPs count).
         log_every: log every this many iterations.
@@ -271,7 +312,8 @@ def dmcp_search(search: nn.Module,
         arch_start_train=iters // 4 if arch_start_train is None else arch_start_train,
         arch_train_freq=arch_train_freq,
         distillation_times=iters // 2 if distillation_times is None else distillation_times,
-        flops_loss_type=flops_loss_type, flop_loss_weight=flop_loss_weight, target_flops=0.0)
+        flops_loss_type=flops_loss_type, flop_loss_weight=flop_loss_weight, target_flops=0.0,
+        arch_step_batch_stats=arch_step_batch_stats)
     algorithm.set_subnet('max', arch_train=False)
     algorithm.target_flops = float(algorithm.calc_current_flops()) * target / supernet / 1e6
     arch_params = list(algorithm.mutator.arch_params.parameters())

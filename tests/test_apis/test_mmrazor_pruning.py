@@ -118,3 +118,53 @@ def test_units_map_onto_every_width_of_a_supernet_with_several_residual_stages()
     assert all(kept[layer] == list(range(group.mutable.num_channels))
                for layer, group in zip(width_producers(search).values(),
                                        search.space.widths.values()))
+
+
+@pytest.mark.parametrize('batch_stats', [True, False])
+def test_dmcp_architecture_step_normalises_with_the_batch(batch_stats):
+    """Running statistics that do not fit the largest network (as a sandwich's mixed widths
+    leave them) are what MMRazor's eval-mode architecture step normalises with; with
+    ``arch_step_batch_stats`` the step's loss is that of the network normalised with the
+    batch's statistics, and the running statistics are left as they were."""
+    from mmengine.optim import OptimWrapper, OptimWrapperDict
+    from mmengine.registry import DefaultScope
+    from torch.nn.modules.batchnorm import _BatchNorm
+    cfg = tiny_search_config()
+    search, architecture = build_search_model(cfg), build_architecture(cfg)
+    target = 0.5 * search.estimator.estimate('macs', hard=True).item()
+    sgd = lambda params: torch.optim.SGD(params, lr=0.01)  # noqa: E731
+    with DefaultScope.overwrite_default_scope('mmrazor'):
+        algorithm = dmcp_search(search, architecture, batches(), target, iters=1,
+                                weight_optimizer=sgd, arch_start_train=10,
+                                arch_step_batch_stats=batch_stats,
+                                demo_input=(1, 1, 28, 28))['algorithm']
+        norms = [m for m in algorithm.architecture.modules() if isinstance(m, _BatchNorm)]
+        for norm in norms:  # statistics of other widths: far from the largest network's
+            norm.running_mean.fill_(3.0)
+            norm.running_var.fill_(1e-2)
+        data = algorithm.data_preprocessor(next(batches()), True)
+        algorithm.set_subnet('max', arch_train=False)
+        reference = {}
+        with torch.no_grad():
+            algorithm.eval()
+            reference['running'] = algorithm.architecture(
+                data['inputs'], data['data_samples'], mode='loss')['loss'].item()
+            for norm in norms:
+                norm.train()
+                norm.momentum = 0.0
+            reference['batch'] = algorithm.architecture(
+                data['inputs'], data['data_samples'], mode='loss')['loss'].item()
+            for norm in norms:
+                norm.momentum = 0.1
+        arch = list(algorithm.mutator.arch_params.parameters())
+        wrappers = OptimWrapperDict(architecture=OptimWrapper(sgd(architecture.parameters())),
+                                    mutator=OptimWrapper(torch.optim.Adam(arch, lr=0.5)))
+        algorithm.train()
+        losses = algorithm._update_arch_params(data['inputs'], data['data_samples'], wrappers)
+    assert abs(reference['running'] - reference['batch']) > 0.1  # the statistics matter here
+    expected = reference['batch' if batch_stats else 'running']
+    assert losses['arch.loss'].item() == pytest.approx(expected, rel=1e-5)
+    assert algorithm.training and all(norm.training for norm in norms)
+    assert all(norm.momentum == 0.1 for norm in norms)
+    assert all((norm.running_mean == 3.0).all() and (norm.running_var == 1e-2).all()
+               for norm in norms)
