@@ -69,6 +69,19 @@ def _through_passes(node: FxNode) -> List[FxNode]:
     return users
 
 
+def _splits_channel_axis(view: FxNode) -> bool:
+    """Whether a view / reshape keeps axis 0 and splits axis 1 into its axes 1 and 2, by the
+    shapes the concrete tracer recorded (True where they were not recorded)."""
+    source = view.args[0] if view.args else None
+    before = source.meta.get('concrete_shape') if isinstance(source, FxNode) else None
+    after = view.meta.get('concrete_shape')
+    if not (isinstance(before, tuple) and isinstance(after, tuple)
+            and all(isinstance(d, int) for d in before + after)):
+        return True
+    return len(before) >= 2 and len(after) >= 3 and before[0] == after[0] and \
+        before[1] == after[1] * after[2]
+
+
 def is_channel_shuffle(node: FxNode) -> bool:
     """Whether FX ``node`` is a channel shuffle.
 
@@ -77,7 +90,10 @@ def is_channel_shuffle(node: FxNode) -> bool:
     size), or the transpose of an inlined one: a view / reshape of the channel axis into
     ``(groups, channels / groups)`` (4 or more axes), a transpose / permute of axes 1 and 2
     and (through ``contiguous``) a view / reshape / flatten back. An attention's head split
-    (``view(b, n, heads, d)`` then ``transpose(1, 2)``) is not one: no view follows it.
+    (``view(b, n, heads, d)`` then ``transpose(1, 2)``) is not one: no view follows it. Nor is
+    a view that moves the channels out of axis 1 first, by the shapes the concrete tracer
+    recorded (MobileViT's unfolding into patches, ``reshape(B * C * n_h, p_h, n_w, p_w)``
+    then ``transpose(1, 2)``: it swaps positions, and its channels keep their order).
     """
     if node.op == 'call_function' and getattr(node.target, '__name__', '') in SHUFFLE_FUNCTIONS:
         return True
@@ -85,7 +101,7 @@ def is_channel_shuffle(node: FxNode) -> bool:
         return False
     source = node.args[0] if node.args else None
     if not isinstance(source, FxNode) or not _is_call(source, _VIEWS, _VIEW_FUNCTIONS) \
-            or len(_shape_args(source)) < 4:
+            or len(_shape_args(source)) < 4 or not _splits_channel_axis(source):
         return False
     users = _through_passes(node)
     return bool(users) and any(_is_call(u, _AFTER, _AFTER_FUNCTIONS) for u in users) and \

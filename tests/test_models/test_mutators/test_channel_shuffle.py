@@ -106,3 +106,35 @@ def test_shufflenet_v1_exports_exactly():
     static = DMSSubnet(architecture, subnet)
     assert hard_mask_difference(search, static, (2, 3, 32, 32)) <= 1e-4
     assert count_macs(static, (1, 3, 32, 32)) == subnet['macs']
+
+
+def test_mobilevit_patch_unfolding_is_not_a_shuffle():
+    """MobileViT unfolds its feature map into patches with ``reshape(B * C * n_h, p_h, n_w,
+    p_w).transpose(1, 2)``: a view, a swap of axes 1 and 2 and a view, like an inlined shuffle,
+    but its channels left axis 1 first and keep their order, so its transformer streams are
+    searched (80% of the weights were before) and export exactly."""
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.registry import MODELS
+
+    def classifier():
+        return MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(type='MobileViT', arch='xx_small'),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=10, in_channels=320)))
+
+    # 64 px: every stage's map is a whole number of 2x2 patches (at 32 px the last one is
+    # interpolated from 1x1 to 2x2 and back, and the estimator counts the interpolation back at
+    # the full width, 168 MACs over the static model's count)
+    shape = (1, 3, 64, 64)
+    search = DMS(classifier(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=shape, tracer_type='FxTracer')))
+    assert search.space.unsearched_layers == []
+    searched = {n for group in search.space.widths.values() for n in group.layers}
+    assert 'backbone.layers.2.1.global_rep.0.attn.qkv' in searched
+    randomize_structure(search.eval(), seed=0)
+    subnet = subnet_from_algorithm(search)
+    architecture = classifier()
+    architecture.load_state_dict(search.architecture.state_dict())
+    static = DMSSubnet(architecture, subnet)
+    assert hard_mask_difference(search, static, (2, ) + shape[1:]) <= 1e-4
+    assert count_macs(static, shape) == subnet['macs']
