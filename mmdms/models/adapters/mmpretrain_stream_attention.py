@@ -10,6 +10,9 @@ could not run. Here the head width is read from the heads' declared width
 (``qkv.out_features``), which is the same function of the same weights at every stream width.
 HiViT's ``Attention``, ``BEiTAttention`` (BEiT, EVA), XCiT's ``XCA`` and ``ClassAttntion``,
 Swin-V2's ``WindowMSAV2`` and Twins' two attentions split or merge their heads with ``C`` alike.
+EdgeNeXt's ``ChannelMultiheadAttention`` reads ``B, N`` from its input for its reshapes, which
+MMRazor's channel graph takes for a join of the stream with ``qkv``'s output (so stages 1-3 of
+EdgeNeXt were fixed); its trace forward splits and merges the heads on their own axis.
 (DaViT's ``DaViTWindowMSA`` does too; with it and DaViT's outputs made stream-free, the zoo's
 DaViT-tiny searched its streams but its static model failed to run, a LayerNorm of 47 kept
 channels meeting 48: not solved, so DaViT keeps its streams fixed.)
@@ -24,7 +27,8 @@ from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
 from mmpretrain.models.backbones.twins import (GlobalSubsampledAttention,
                                                LocallyGroupedSelfAttention)
 from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
-from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA, WindowMSAV2
+from mmpretrain.models.utils.attention import (BEiTAttention, ChannelMultiheadAttention,
+                                               WindowMSA, WindowMSAV2)
 
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
@@ -364,3 +368,34 @@ class LocallyGroupedSelfAttentionAdapter(_StreamFreeAdapter):
     module_type = LocallyGroupedSelfAttention
     forward = staticmethod(lsa_forward)
     pruned = PrunedLocallyGroupedSelfAttention
+
+
+def channel_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``ChannelMultiheadAttention.forward`` (EdgeNeXt's SDTA: attention across channels) with
+    the heads split off ``qkv``'s last axis (``unflatten``) and merged back with ``flatten``,
+    reading no size of ``x``."""
+    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+    qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, head_dims)).permute(2, 0, 3, 1, 4)
+    q, k, v = [item.transpose(-2, -1) for item in qkv.unbind(0)]
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+    out = (attn @ v).permute(0, 3, 1, 2).flatten(2)
+    out = self.out_drop(self.proj_drop(self.proj(out)))
+    if self.v_shortcut:
+        out = qkv[2].squeeze(1) + out
+    return out
+
+
+class PrunedChannelMultiheadAttention(ChannelMultiheadAttention):
+    """A static ``ChannelMultiheadAttention`` whose stream may be narrower than its heads."""
+
+    forward = channel_attention_forward
+
+
+@ADAPTERS.register_module()
+class ChannelMultiheadAttentionAdapter(_StreamFreeAdapter):
+    """EdgeNeXt's channel attention."""
+
+    module_type = ChannelMultiheadAttention
+    forward = staticmethod(channel_attention_forward)
+    pruned = PrunedChannelMultiheadAttention

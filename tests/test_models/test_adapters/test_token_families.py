@@ -12,6 +12,11 @@ from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_an
 SHAPE = (1, 3, 32, 32)
 
 BACKBONES = {
+    # SDTA blocks: channel attention (ChannelMultiheadAttention) and the Fourier position
+    # encoding in stage 1; layer scale 1 so that every branch shows in the outputs
+    'EdgeNeXt': (dict(type='EdgeNeXt', arch=dict(channels=[16, 24, 32, 48], depths=[1, 2, 2, 2],
+                                                 num_heads=[2, 2, 2, 2]),
+                      layer_scale_init_value=1.0), 48, None),
     # its position table is a buffer, resized to the input by interpolation
     'T2T-ViT': (dict(type='T2T_ViT', img_size=64, embed_dims=48, num_layers=6,
                      t2t_cfg=dict(token_dims=16), layer_cfgs=dict(num_heads=2)), 48, None),
@@ -35,6 +40,9 @@ def test_token_family_stream_is_searched_and_exports_exactly(family):
 
     search, subnet, static = search_and_export(build, SHAPE, seed=1)
     assert search.space.weight_coverage >= 0.9, search.space.unsearched_layers
+    if family == 'EdgeNeXt':  # the channel attentions' streams (stages 1-3 were fixed)
+        searched = {n for group in search.space.widths.values() for n in group.layers}
+        assert {f'backbone.stages.{i}.1.csa.qkv' for i in (1, 2, 3)} <= searched
     if family == 'T2T-ViT':  # the stream slices the fixed position table (a buffer)
         assert 'backbone.pos_embed' in subnet['free_params']
     assert_exact_export(search, subnet, static, SHAPE)
