@@ -5,6 +5,7 @@ import importlib.util
 from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_for,
                    adapters_with, import_module_type, registered_adapters, residual_predicate)
 from . import mmdet_two_stage  # noqa: F401,E402
+from . import mmpretrain_davit  # noqa: F401,E402
 from . import mmpretrain_eva02  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402

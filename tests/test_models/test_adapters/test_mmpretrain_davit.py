@@ -1,0 +1,39 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""DaViT (:mod:`mmdms.models.adapters.mmpretrain_davit`): its streams are searched through both
+attentions and the down-sampling, and a structure with odd stream widths (which DaViT's
+token padding would have padded) exports exactly."""
+import pytest
+import torch
+
+from dms_test_utils import assert_exact_export, mmpretrain_classifier, randomize_structure
+from mmdms.models import DMS, DMSSubnet
+from mmdms.structures import subnet_from_algorithm
+from mmdms.utils import load_state_dict_strictly
+
+SHAPE = (1, 3, 64, 64)
+
+
+def tiny_davit():
+    torch.manual_seed(0)
+    return mmpretrain_classifier(
+        dict(type='DaViT', arch=dict(embed_dims=16, depths=[1, 1], num_heads=[1, 2]),
+             window_size=4, out_indices=(1, )), in_channels=32)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_davit_streams_are_searched_and_odd_widths_export_exactly(seed):
+    search = DMS(tiny_davit(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer')))
+    space = search.space
+    assert space.weight_coverage >= 0.9, space.unsearched_layers
+    streams = [group.mutable for group in space.widths.values()
+               if 'backbone.stages.0.downsample.norm' in group.layers]
+    assert len(streams) == 1  # stage 0's stream, read by the down-sampling
+    randomize_structure(search.eval(), seed=seed)
+    streams[0].set_kept(15)  # odd: the tokens' padding would make it 16
+    subnet = subnet_from_algorithm(search)
+    architecture = tiny_davit()
+    load_state_dict_strictly(architecture, search.architecture.state_dict())
+    static = DMSSubnet(architecture, subnet).eval()
+    assert static.architecture.backbone.stages[0].downsample.norm.normalized_shape == (15, )
+    assert_exact_export(search, subnet, static, SHAPE)
