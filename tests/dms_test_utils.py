@@ -186,13 +186,14 @@ def assert_exact_export(search, subnet, static, shape, tol=1e-4):
     assert count_params(static) == subnet['params']
 
 
-def mask_norm_input(dms_norm, channels, kept, generator):
+def mask_norm_input(dms_norm, channels, kept, generator, step=1):
     """Register on ``dms_norm`` (a norm's DMS op) an input mask that keeps ``kept`` of its
-    ``channels`` by a random importance; returns the boolean mask of the kept channels."""
+    ``channels`` (rounded up to whole blocks of ``step``) by a random importance; returns the
+    boolean mask of the kept channels."""
     from mmdms.models.layer_rules.masked_forward import DMSMaskContainer
     from mmdms.models.mutables import DMSMutableChannel
-    mutable = DMSMutableChannel(channels)
-    mutable.importance.copy_(torch.rand(channels, generator=generator))
+    mutable = DMSMutableChannel(channels, step=step)
+    mutable.importance.copy_(torch.rand(mutable.num_elements, generator=generator))
     mutable.current_choice = min(kept, channels)
     mutable.fix_chosen()
     container = DMSMaskContainer(channels)

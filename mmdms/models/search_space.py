@@ -76,9 +76,11 @@ class AttentionMasks:
 
 @dataclass
 class WidthGroup:
-    """One searched width: its mutable and the layers whose channels it masks."""
+    """One searched width: its mutable, the layers whose channels it masks, and why its step is
+    what it is where its layers set it (e.g. a GroupNorm's whole groups), else ''."""
     mutable: nn.Module
     layers: List[str]
+    step_reason: str = ''
 
 
 @dataclass
@@ -106,10 +108,11 @@ class SearchSpace:
     total_weights: int = 0
 
     # writing (the mutator and the adapters) --------------------------------------------------
-    def add_width(self, key: str, mutable: nn.Module, layers: List[str]) -> None:
+    def add_width(self, key: str, mutable: nn.Module, layers: List[str],
+                  step_reason: str = '') -> None:
         if key in self.widths:
             raise KeyError(f"The search space already has a width '{key}'")
-        self.widths[key] = WidthGroup(mutable, list(layers))
+        self.widths[key] = WidthGroup(mutable, list(layers), step_reason)
 
     def add_stage(self, key: str, mutable: nn.Module, blocks: List[str]) -> None:
         if key in self.stages:
@@ -190,7 +193,8 @@ class SearchSpace:
 
         for key, group in self.widths.items():
             m = group.mutable
-            lines.append(f'  width {key}: N={m.num_channels} step={m.step} '
+            why = f' ({group.step_reason})' if group.step_reason else ''
+            lines.append(f'  width {key}: N={m.num_channels} step={m.step}{why} '
                          f'width={kept(m, "activated_channels")} '
                          f'layers={",".join(group.layers)}')
         for key, stage in self.stages.items():

@@ -11,6 +11,7 @@ adding a layer type is one rule in one file (like Torch-Pruning's ``BasePruningF
 Rules are looked up by the layer's class or its nearest base class in the table
 (:func:`rule_for`): register one for your own layer type with :func:`register_layer_rule`.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, Union
 
@@ -121,6 +122,58 @@ def select_param(module: nn.Module, name: str, dim: int,
         setattr(module, name, value)
 
 
+@dataclass
+class ChannelStep:
+    """What the layers of one width ask of its granularity (:func:`required_channel_step`).
+
+    Attributes:
+        step (int): the least common multiple of the layers' :meth:`LayerRule.channel_step`;
+            pruning the width in aligned blocks of a multiple of it keeps every layer's blocks
+            whole.
+        layers (dict[str, int]): the layers asking for blocks of more than one channel, and
+            their block sizes.
+        misfit (str, optional): why no step can keep the blocks whole (a layer's blocks
+            straddle the width's channel range), else ``None``.
+    """
+    step: int = 1
+    layers: Dict[str, int] = field(default_factory=dict)
+    misfit: Optional[str] = None
+
+    def describe(self) -> str:
+        """The layers and their blocks, for the space summary and the reasons."""
+        return 'whole blocks of ' + ', '.join(f"{size} channels of '{name}'"
+                                              for name, size in self.layers.items())
+
+
+def required_channel_step(channels: Iterable[Tuple[str, Any, int, int]]) -> ChannelStep:
+    """The channel step a width needs so that it prunes every layer it passes through at that
+    layer's :meth:`~LayerRule.channel_step`.
+
+    Args:
+        channels: ``(layer name, module, start, end)`` per layer channel range of the width (a
+            width is channels ``[start, end)`` of each of its layers); ranges of anything that
+            is not a module with a rule are ignored.
+
+    Returns:
+        ChannelStep: ``step`` is the lcm of the layers' steps; ``misfit`` says why pruning
+        whole blocks is impossible, when a range does not start at a block boundary or is not
+        a whole number of blocks.
+    """
+    need = ChannelStep()
+    for name, module, start, end in channels:
+        rule = rule_for(module) if isinstance(module, nn.Module) else None
+        block = 1 if rule is None else rule.channel_step(module)
+        if block <= 1:
+            continue
+        need.layers[name] = block
+        if start % block or (end - start) % block:
+            need.misfit = need.misfit or (
+                f"'{name}' ({type(module).__name__}) is pruned in whole blocks of {block} "
+                f'channels, and the width is its channels [{start}, {end}), not whole blocks')
+        need.step = need.step * block // math.gcd(need.step, block)
+    return need
+
+
 def channelwise_indices(kept_in, kept_out, name: str) -> Optional[Sequence[int]]:
     """The one index list of a channel-wise layer (a norm, a depthwise conv)."""
     if kept_in is not None and kept_out is not None and list(kept_in) != list(kept_out):
@@ -178,6 +231,12 @@ class LayerRule:
     def channels(self, module: nn.Module) -> Optional[Tuple[int, int]]:
         """``(input, output)`` channels of the layer (``None``: it has no channel axis)."""
         return None
+
+    def channel_step(self, module: nn.Module) -> int:
+        """The granularity at which the layer's channels can be pruned: its channels fall
+        into consecutive blocks of this many (``[0, s)``, ``[s, 2s)``, ...), each kept or
+        pruned whole (a GroupNorm's groups). 1 (the default): any channel."""
+        return 1
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:

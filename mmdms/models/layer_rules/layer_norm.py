@@ -6,7 +6,16 @@ LayerNorm mixes channels: its mean and variance are taken over the kept channels
 by the soft mask, so that with hard masks it equals the pruned LayerNorm. MACs ``5 * elements``
 (4 without affine), as FlopAnalyzer counts; the export slices its affine parameters. A GroupNorm
 with one group (PoolFormer's, RIFormer's: a LayerNorm over channels and positions) is searched
-the same way; one with more groups keeps its width.
+the same way.
+
+A GroupNorm with ``G > 1`` groups of ``g = C / G`` channels (mmdet's GN heads: FCOS, ATSS,
+...) is pruned by whole groups: its rule's :meth:`~GroupNormRule.channel_step` is ``g``, so the
+mutator gives every width through it a step that is a multiple of ``g``, and a kept group's
+statistics are those of the unpruned layer. Its DMS op therefore runs the whole layer unmasked,
+as a BatchNorm's does (the layers reading its output apply the mask), and the export keeps the
+kept groups (``num_groups`` = kept channels / ``g``, affine parameters sliced). Kept channels
+that are not whole groups are refused (:class:`~.base.SubnetError`), and so is such a mask in
+MMRazor's pruning check (:class:`DynamicGroupNorm`).
 """
 from typing import Optional, Sequence, Tuple
 
@@ -182,11 +191,37 @@ class _GroupNormChannels(DynamicLayerNormMixin):
         return self.mutable_attrs['num_features'].current_mask
 
 
+def kept_groups(kept: Sequence[int], num_channels: int, num_groups: int) -> Optional[int]:
+    """How many whole groups the channel indices ``kept`` of a GroupNorm (``num_channels``
+    channels in ``num_groups`` groups) are, each group's channels consecutive and in order;
+    ``None`` if they are not whole groups."""
+    size = num_channels // num_groups
+    kept = [int(i) for i in kept]
+    if len(kept) % size:
+        return None
+    for first in range(0, len(kept), size):
+        start = kept[first]
+        if start % size or kept[first:first + size] != list(range(start, start + size)):
+            return None
+    return len(kept) // size
+
+
+def _mask_groups(mask: Tensor, num_groups: int) -> Optional[int]:
+    """Whole groups a boolean channel mask keeps of a GroupNorm, ``None`` if it cuts a group."""
+    per_group = mask.reshape(num_groups, -1)
+    kept = per_group.all(dim=1)
+    if not bool((per_group.any(dim=1) == kept).all()):
+        return None
+    return int(kept.sum())
+
+
 @MODELS.register_module()
 class DynamicGroupNorm(nn.GroupNorm, _GroupNormChannels):
-    """The op of MMRazor's pruning check for ``nn.GroupNorm``: one group (a LayerNorm over
-    channels and positions, PoolFormer's) keeps the channels of its mask; pruning one with
-    more groups fails the check (its groups would change), so its width stays fixed."""
+    """The op of MMRazor's pruning check for ``nn.GroupNorm``: it keeps the channels of its
+    mask, with the statistics of the pruned GroupNorm. One group (a LayerNorm over channels and
+    positions, PoolFormer's) may keep any channels; with more groups the mask must keep whole
+    groups (the width's step makes it so, :meth:`GroupNormRule.channel_step`), and any other
+    mask fails the check (it cannot be exported), so such a width stays fixed."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -196,23 +231,36 @@ class DynamicGroupNorm(nn.GroupNorm, _GroupNormChannels):
         mask = self._kept_mask()
         if mask is None or bool(mask.all()):
             return nn.GroupNorm.forward(self, x)
-        if self.num_groups != 1:
-            raise RuntimeError(f'a GroupNorm with {self.num_groups} groups cannot be pruned')
+        groups = 1 if self.num_groups == 1 else _mask_groups(mask, self.num_groups)
+        if groups is None:
+            raise RuntimeError(f'a GroupNorm with {self.num_groups} groups of '
+                               f'{self.num_channels // self.num_groups} channels can only keep '
+                               'whole groups')
         weight, bias = (self.weight[mask], self.bias[mask]) if self.affine else (None, None)
-        return F.group_norm(x, 1, weight, bias, self.eps)
+        return F.group_norm(x, groups, weight, bias, self.eps)
 
 
 @MODELS.register_module()
 class DMSGroupNorm(nn.GroupNorm, _GroupNormChannels):
-    """A one-group GroupNorm whose statistics run over the kept channels (and all positions),
-    weighted by the soft mask; the output of a pruned channel is multiplied by its mask. With
-    hard masks this is the pruned GroupNorm on the kept channels (0 elsewhere)."""
+    """The DMS op of ``nn.GroupNorm``.
+
+    One group: the statistics run over the kept channels (and all positions), weighted by the
+    soft mask; the output of a pruned channel is multiplied by its mask. With hard masks this is
+    the pruned GroupNorm on the kept channels (0 elsewhere).
+
+    More groups: the width keeps or prunes each group whole (its step is a multiple of the
+    group size), so a kept group's statistics do not depend on the mask and the layer runs
+    unmasked, as a BatchNorm's DMS op does; the layers reading its output apply the mask. With
+    hard masks its kept channels are the pruned GroupNorm's output.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.mutable_attrs = nn.ModuleDict()
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.num_groups != 1:
+            return nn.GroupNorm.forward(self, x)
         container = self.get_mutable_attr('in_channels')
         mask = getattr(container, 'soft_mask', None)
         if mask is None:
@@ -232,19 +280,23 @@ class DMSGroupNorm(nn.GroupNorm, _GroupNormChannels):
 
 @register_layer_rule
 class GroupNormRule(NormRule):
-    """``nn.GroupNorm``: counted; one with a single group (a LayerNorm over channels and
-    positions) is searched and pruned like a LayerNorm; pruning one with more groups is refused
-    (its groups would change)."""
+    """``nn.GroupNorm``: one group (a LayerNorm over channels and positions) is searched and
+    pruned like a LayerNorm; one with ``G > 1`` groups is pruned by whole groups of ``C / G``
+    channels (:meth:`channel_step`), its ``num_groups`` set to the groups kept. MACs and
+    parameters are those of a LayerNorm of the kept channels (FlopAnalyzer's count does not
+    depend on the groups)."""
 
     module_types = (nn.GroupNorm, )
     dms_ops = {nn.GroupNorm: DMSGroupNorm}
     check_op = DynamicGroupNorm
 
-    def dms_op_for(self, layer: nn.Module) -> Optional[type]:
-        return DMSGroupNorm if getattr(layer, 'num_groups', None) == 1 else None
-
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.num_channels, module.num_channels
+
+    def channel_step(self, module: nn.Module) -> int:
+        """Channels per group with more than one group (each group kept or pruned whole);
+        1 for one group, whose statistics the DMS op takes over the kept channels."""
+        return 1 if module.num_groups == 1 else module.num_channels // module.num_groups
 
     def affine(self, module: nn.Module) -> bool:
         return module.affine
@@ -253,11 +305,17 @@ class GroupNormRule(NormRule):
               kept_out: Optional[Sequence[int]], name: str) -> None:
         if kept_in is None and kept_out is None:
             return
-        if module.num_groups != 1:
-            raise SubnetError(f"'{name}': pruning a GroupNorm with {module.num_groups} groups "
-                              'is not supported (its groups would change)')
         kept = channelwise_indices(kept_in, kept_out, name)
+        groups = 1 if module.num_groups == 1 else \
+            kept_groups(kept, module.num_channels, module.num_groups)
+        if groups is None:
+            size = module.num_channels // module.num_groups
+            raise SubnetError(
+                f"'{name}': a GroupNorm with {module.num_groups} groups of {size} channels "
+                f'keeps whole groups only, not channels {list(kept)} (search its width with '
+                f'a step that is a multiple of {size})')
         if module.affine:
             select_param(module, 'weight', 0, kept)
             select_param(module, 'bias', 0, kept)
         module.num_channels = len(kept)
+        module.num_groups = groups

@@ -8,8 +8,17 @@ from mmrazor.models.mutables import MutableChannelUnit
 from mmrazor.registry import MODELS
 from torch import Tensor
 
-from mmdms.models.layer_rules import DMSMaskContainer, replace_with_dms_op, rule_for
+from mmdms.models.layer_rules import (ChannelStep, DMSMaskContainer, replace_with_dms_op,
+                                      required_channel_step, rule_for)
 from .dms_mutable_channel import DMSMutableChannel
+
+
+def unit_channel_step(unit) -> ChannelStep:
+    """The channel step the layers of a channel unit (MMRazor's, or a :class:`DMSChannelUnit`)
+    need (:func:`~mmdms.models.layer_rules.required_channel_step`), e.g. whole groups of the
+    GroupNorms it passes through."""
+    return required_channel_step((str(c.name), c.module, c.start, c.end)
+                                 for c in list(unit.input_related) + list(unit.output_related))
 
 
 def _produces_weight_norms(module) -> bool:
@@ -71,6 +80,8 @@ class DMSChannelUnit(MutableChannelUnit):
         super().__init__(num_channels)
         self.mutable_args = dict(mutable_args)
         self.mutable_channel = DMSMutableChannel(num_channels, **mutable_args)
+        #: Why the step is what it is where the unit's layers set it (the mutator), else ''.
+        self.step_reason = ''
 
     @classmethod
     def init_from_mutable_channel(cls, mutable_channel: DMSMutableChannel) -> 'DMSChannelUnit':

@@ -50,7 +50,8 @@ from mmrazor.structures.graph.pseudo_fx_graph import FxBaseNode
 from torch.fx import Graph as FxGraph
 from torch.fx import Node as FxNode
 
-from mmdms.models.layer_rules import LAYER_RULES, searchable_layers
+from mmdms.models.layer_rules import LAYER_RULES, ChannelStep, searchable_layers
+from mmdms.models.mutables import unit_channel_step
 from .channel_shuffle import ChannelShuffleNode, is_channel_shuffle, unshuffled_units
 from .concrete_tracer import ConcreteFxTracer, concrete_shape
 from .layout_nodes import (PARAM_PREFIX, FreeParamChannelNode, LayoutCatChannelNode,
@@ -253,14 +254,35 @@ class LayerNormChannelNode(PassUnionChannelNode):
         return super().__repr__() + '_ln'
 
 
+class GroupNormChannelNode(PassUnionChannelNode):
+    """A GroupNorm of several groups: its channels pass through one to one, and it has
+    ``num_channels`` of them. MMRazor's ``GroupNormNode`` instead binds channel ``i`` of every
+    group together (a width of ``C / G`` channels, each read as ``G`` strided ones: pruning would
+    shrink every group); mmdms prunes whole groups (the width's step,
+    :meth:`~mmdms.models.layer_rules.GroupNormRule.channel_step`)."""
+
+    @property
+    def _in_channels(self) -> int:
+        return self.val.num_channels
+
+    @property
+    def _out_channels(self) -> int:
+        return self.val.num_channels
+
+    def __repr__(self) -> str:
+        return super().__repr__() + '_gn'
+
+
 def split_aware_node_converter(node: ModuleNode, fx_nodes: Dict[str, FxNode],
                                model: Optional[nn.Module] = None) -> ChannelNode:
     """MMRazor's node converter, with channel splits, the parts picked from them, channel
-    shuffles, LayerNorms over the last axis, parameters read by a forward (with ``model``) and
-    concatenations of positions (where the concrete tracer recorded the shapes); see
-    :mod:`.layout_nodes`."""
+    shuffles, LayerNorms over the last axis, GroupNorms of several groups, parameters read by a
+    forward (with ``model``) and concatenations of positions (where the concrete tracer
+    recorded the shapes); see :mod:`.layout_nodes`."""
     if isinstance(node.val, nn.LayerNorm) and len(node.val.normalized_shape) == 1:
         return LayerNormChannelNode.copy_from(node)
+    if isinstance(node.val, nn.GroupNorm) and node.val.num_groups > 1:
+        return GroupNormChannelNode.copy_from(node)
     fx_node = fx_nodes.get(node.name)
     if fx_node is not None and is_channel_shuffle(fx_node):
         return ChannelShuffleNode.copy_from(node)
@@ -362,9 +384,42 @@ def _mmcv_wrapper_ops() -> Dict[type, type]:
     return {Linear: DynamicLinear, Conv2d: DynamicConv2d}
 
 
+def step_misfit(need: ChannelStep, num_channels: int) -> Optional[str]:
+    """Why a width of ``num_channels`` cannot be pruned at the channel step its layers
+    ``need`` (``None`` if it can): blocks that straddle its range, or a step that leaves a
+    single block."""
+    if need.misfit is not None:
+        return need.misfit
+    if need.step > 1 and need.step >= num_channels:
+        return (f'its {num_channels} channels are one block of the {need.step} it must be '
+                f'pruned in ({need.describe()})')
+    return None
+
+
 class RuleAwareCheckUnit(SequentialMutableChannelUnit):
     """The unit of MMRazor's pruning check, with the ``check_op`` of every layer rule that has
-    one next to MMRazor's own dynamic ops."""
+    one next to MMRazor's own dynamic ops.
+
+    MMRazor's check keeps a prefix of each width (90% of its channels); where the unit's layers
+    are pruned in blocks (:meth:`~mmdms.models.layer_rules.LayerRule.channel_step`, a
+    GroupNorm's groups), the prefix is a whole number of blocks, and less than the whole width,
+    so that the check runs the layers pruned as DMS will prune them.
+    """
+
+    def prepare_for_pruning(self, model: torch.nn.Module) -> None:
+        #: What the unit's layers ask of its granularity (read before they become dynamic ops).
+        self.channel_step = unit_channel_step(self)
+        if self.channel_step.step > 1 and step_misfit(self.channel_step,
+                                                      self.num_channels) is None:
+            self.divisor = self.min_value = self.channel_step.step
+        self._prepare_dynamic_ops(model)
+
+    def _get_valid_int_choice(self, choice) -> int:
+        number = super()._get_valid_int_choice(choice)
+        if isinstance(choice, float) and choice < 1 and self.divisor > 1 and \
+                number >= self.num_channels:
+            number = self.num_channels - self.divisor  # MMRazor's rounding kept every channel
+        return number
 
     @staticmethod
     def could_prune(unit_config: Dict, modules: Dict[str, torch.nn.Module]) -> bool:
@@ -378,7 +433,7 @@ class RuleAwareCheckUnit(SequentialMutableChannelUnit):
                    for side in unit_config.get('channels', {}).values() for channel in side
                    if isinstance(channel.get('name'), str))
 
-    def prepare_for_pruning(self, model: torch.nn.Module) -> None:
+    def _prepare_dynamic_ops(self, model: torch.nn.Module) -> None:
         extra = {t: rule.check_op for t, rule in LAYER_RULES.items()
                  if getattr(rule, 'check_op', None) is not None}
         extra.update(_mmcv_wrapper_ops())
@@ -569,8 +624,11 @@ class DMSChannelAnalyzer(ChannelAnalyzer):
         for unit in units:
             unit.prepare_for_pruning(model)
         slice_free_params(model, units)
-        mutable_units = [unit for unit in units if unit.is_mutable]
+        misfits = {unit: step_misfit(unit.channel_step, unit.num_channels) for unit in units}
+        mutable_units = [unit for unit in units if unit.is_mutable and misfits[unit] is None]
         self._record_reasons([(u, fixed_width_reason(u)) for u in units if not u.is_mutable])
+        self._record_reasons([(u, misfits[u]) for u in units
+                              if u.is_mutable and misfits[u] is not None])
         inputs = self.demo_input.get_data(model)
         model.eval()
         if isinstance(inputs, dict):

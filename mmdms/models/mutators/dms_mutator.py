@@ -1,6 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """DMSMutator: finds every width and depth DMS can search in a real model."""
 import copy
+import math
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -13,11 +14,12 @@ from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.adapters.base import adapter_for
 from mmdms.models.layer_rules import leaf_layer_types, searchable_layers
-from mmdms.models.mutables import DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources
+from mmdms.models.mutables import (DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources,
+                                   unit_channel_step)
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
 from mmdms.ops import depth_mix
 from .channel_analyzer import ChannelTraceError, DMSChannelAnalyzer  # noqa: F401
-from .channel_analyzer import free_param_ranges
+from .channel_analyzer import free_param_ranges, step_misfit
 from .diagnostics import (ResidualGraphWarning, SearchSpaceBuildError, SearchSpaceConfigError,
                           ThinSearchSpaceError, ThinSearchSpaceWarning,
                           ValueDependentTraceWarning, build_error, fixes, group_names)
@@ -67,6 +69,10 @@ class DMSMutator(ChannelMutator):
     Args:
         channel_unit_cfg (dict): MMRazor's unit config; ``default_args`` go to every
             :class:`DMSMutableChannel` (``step``, ``min_width``, ``importance``, ``normalize``).
+            A width through layers pruned in blocks (a GroupNorm's groups,
+            :meth:`~mmdms.models.layer_rules.LayerRule.channel_step`) gets the least common
+            multiple of ``step`` and their blocks as its step (the summary says so), or stays
+            fixed, with the reason, if that leaves it a single block.
         parse_cfg (dict): MMRazor's ``ChannelAnalyzer`` config; ``demo_input`` is the input shape
             of the tracing forward. ``ChannelAnalyzer`` means :class:`DMSChannelAnalyzer`
             (MMRazor's, plus channel splits and traceable forwards of known modules).
@@ -271,6 +277,35 @@ class DMSMutator(ChannelMutator):
                 self.unsearched_reasons.setdefault(str(channel.name), reason)
         return kept
 
+    def _convert_channel_unit_to_mutable(self, units: List[ChannelUnit]) -> List[DMSChannelUnit]:
+        """MMRazor's conversion of traced units into :class:`DMSChannelUnit` s, with each
+        width's step made a multiple of the blocks its layers are pruned in
+        (:func:`~mmdms.models.mutables.unit_channel_step`); a width that would be one block
+        is left out (fixed), with the reason."""
+        mutable_units = []
+        for unit in units:
+            args = dict(self.unit_default_args)
+            if 'init_args' in self.units_cfg.get(unit.name, {}):
+                args = dict(self.units_cfg[unit.name]['init_args'])
+            need = unit_channel_step(unit)
+            note = ''
+            if need.step > 1:
+                configured = args.get('step', 1)
+                need.step = configured * need.step // math.gcd(configured, need.step)
+                why = step_misfit(need, unit.num_channels)
+                if why is not None:
+                    for channel in list(unit.input_related) + list(unit.output_related):
+                        if isinstance(channel.module, nn.Module):
+                            self.unsearched_reasons.setdefault(str(channel.name), why)
+                    continue
+                args['step'] = need.step
+                note = need.describe() if configured == 1 else \
+                    f'a multiple of the configured step {configured} in {need.describe()}'
+            mutable_unit = self.unit_class.init_from_channel_unit(unit, args)
+            mutable_unit.step_reason = note
+            mutable_units.append(mutable_unit)
+        return mutable_units
+
     def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict) -> List[DMSChannelUnit]:
         # MMRazor's entry point, kept for callers of ChannelMutator's API
         return self._units_from_tracer(model, TASK_UTILS.build(parse_cfg))
@@ -318,7 +353,8 @@ class DMSMutator(ChannelMutator):
         names = set()
         for unit in self.units:
             if unit.is_mutable:
-                self.space.add_width(unit.name, unit.mutable_channel, unit.layer_names())
+                self.space.add_width(unit.name, unit.mutable_channel, unit.layer_names(),
+                                     getattr(unit, 'step_reason', ''))
         params = dict(model.named_parameters())
         params.update(model.named_buffers())  # a fixed position table (T2T)
         for name, ranges in free_param_ranges([u for u in self.units if u.is_mutable]).items():
