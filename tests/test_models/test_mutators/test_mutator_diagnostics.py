@@ -144,6 +144,25 @@ def test_exception_inside_the_mutator_names_the_module_and_the_way_out():
     assert isinstance(info.value.__cause__, IndexError)
 
 
+def test_a_split_that_does_not_add_up_fails_once_naming_its_module():
+    """HorNet's gnconv with a global filter: its channel split does not add up in MMRazor's
+    graph, which fed it a new input after each failed check and checked it again (the zoo's
+    HorNet-tiny-GF ran past 300 s, this small one past 300 s); now the split fails once and
+    the build stops with the module and the way out."""
+    model = MMPRETRAIN_MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='HorNet', arch=dict(
+            base_dim=16, depths=[1, 1, 1, 1], orders=[2, 3, 4, 5],
+            dw_cfg=[dict(type='DW', kernel_size=7)] * 2 + [dict(type='GF', h=4, w=3),
+                                                            dict(type='GF', h=2, w=2)])),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=128)))
+    with pytest.raises(SearchSpaceBuildError) as info:
+        build_mutator(size=64).prepare_from_supernet(model)
+    message = str(info.value)
+    assert "module 'backbone.stages.3.0.gnconv'" in message
+    assert "leaf_modules=['mmpretrain.models.backbones.hornet.gnConv']" in message
+
+
 def test_group_names_bounds_the_list():
     names = [f'backbone.stages.{s}.{b}.conv{i}' for s in range(4) for b in range(3)
              for i in range(2)] + ['head.fc']
