@@ -128,6 +128,23 @@ def dms_p(run: Run) -> dict:
                 pretrain_cpu_s=pretrained['train_cpu_s'])
 
 
+def dms_p_scratch(run: Run) -> dict:
+    """Diagnostic, not a peer: the structure DMS_p's search found (its run of the same
+    supernet, budget and seed; run after it) exported with fresh weights and retrained from
+    scratch like DMS_np. Against DMS_np it tells the structure a trained supernet finds from
+    the one random weights find; against DMS_p, what keeping the trained weights adds."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    search_dir = osp.join(osp.dirname(run.work_dir), 'dms_p', 'search')
+    checkpoint = find_latest_checkpoint(search_dir) if osp.isdir(search_dir) else None
+    if checkpoint is None:
+        raise FileNotFoundError(f'dms_p_scratch needs the DMS_p search of the same cell in '
+                                f"'{search_dir}': run --methods dms_p first")
+    subnet = export_subnet(config(run.supernet, 'search'), checkpoint,
+                           osp.join(run.work_dir, 'subnet'), reinit=True, force=True,
+                           cfg_options=run.data_options)
+    return dict(subnet=subnet, init='scratch', search_cpu_s=0.0, pretrain_cpu_s=0.0)
+
+
 def _uniform(run: Run, scale_depth: bool) -> dict:
     start = time.process_time()
     model = build_search_model(load_config(config(run.supernet, 'search'), run.data_options))
@@ -432,6 +449,11 @@ METHODS: Dict[str, Callable[[Run], dict]] = {
     'torch_pruning': torch_pruning,
     'group_fisher': group_fisher,
 }
+#: Diagnostics: rows that explain the methods' differences, run only when named in
+#: ``--methods`` (after the methods they read), shown after the methods in the tables.
+DIAGNOSTICS: Dict[str, Callable[[Run], dict]] = {
+    'dms_p_scratch': dms_p_scratch,
+}
 #: What a method reports beyond the common fields, copied into its record.
 EXTRA_FIELDS = ('tp_steps', 'search_wall_s', 'gf_iters', 'gf_interval', 'evolution_cpu_s',
                 'evolution_candidates', 'evolution_held_out_top1', 'oneshot_cpu_s',
@@ -504,7 +526,7 @@ def run_one(run: Run, results: str) -> dict:
     wall = time.perf_counter()
     os.makedirs(run.work_dir, exist_ok=True)
     try:
-        found = METHODS[run.method](run)
+        found = {**METHODS, **DIAGNOSTICS}[run.method](run)
         subnet = found['subnet']
         supernet_macs = subnet['supernet']['macs']
         target = run.ratio * supernet_macs
@@ -571,7 +593,8 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
             out.append('| method | MACs (M) | vs target | params (M) | test top-1 (%) | '
                        'per seed | search (CPU-s) | + supernet (CPU-s) | retrain (CPU-s) |')
             out.append('|---|---|---|---|---|---|---|---|---|')
-            for method in METHODS:
+            for method in list(METHODS) + [d for d in DIAGNOSTICS
+                                           if any(r['method'] == d for r in cell)]:
                 done = sorted((r for r in cell if r['method'] == method and r['status'] == 'ok'),
                               key=lambda r: r['seed'])
                 failed = [r for r in cell if r['method'] == method and r['status'] != 'ok'
@@ -596,7 +619,10 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--methods', nargs='+', default=list(METHODS),
+                        choices=list(METHODS) + list(DIAGNOSTICS),
+                        help='the methods to run (default: every peer); diagnostics '
+                             f'({", ".join(DIAGNOSTICS)}) run only when named')
     parser.add_argument('--supernets', nargs='+', default=list(SUPERNETS), choices=SUPERNETS)
     parser.add_argument('--budgets', nargs='+', default=list(BUDGETS), choices=list(BUDGETS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
