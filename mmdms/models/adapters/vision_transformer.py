@@ -11,8 +11,9 @@ layout is regular, so the space is built directly (paper App. A.1.1):
   the class / distillation token and the position embedding;
 * per attention, the number of heads (lambda = 4N) and the qk and v head dims:
   ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``; the attention's
-  ``heads * (qk + v) * N^2`` MACs are counted by :class:`AttentionRule`, and the export makes it
-  a :class:`~mmdms.models.architectures.PrunedMultiheadAttention`;
+  ``heads * (qk + v) * N^2`` MACs are counted by
+  :class:`~mmdms.models.adapters.searched_attention.AttentionRule`, and the export makes it a
+  :class:`~mmdms.models.architectures.PrunedMultiheadAttention`;
 * per FFN, the hidden width: the second linear reads its input through it.
 
 Transformer encoder layers are identity-residual blocks (depth).
@@ -28,12 +29,15 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 from mmpretrain.models.utils.layer_scale import LayerScale
 
 from mmdms.models.architectures import PrunedMultiheadAttention
-from mmdms.models.layer_rules import (DMSInputMaskMixin, DMSLayerNorm, LayerCall, LayerRule,
-                                      MaskReader, mask_input_channels, register_layer_rule)
+from mmdms.models.layer_rules import DMSInputMaskMixin, DMSLayerNorm, mask_input_channels
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.search_space import container_mask, mutable_mask, no_mask, sole_mutable
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter, ResidualBlockAdapter
+# the heads / head dims machinery, shared with the window attentions (AttentionRule counts
+# this family's attentions too)
+from .searched_attention import (AttentionRule, HeadsVMask, QKVMask,  # noqa: F401
+                                 convert_searched_attention)
 
 
 class DMSMultiheadAttention(MultiheadAttention):
@@ -71,51 +75,6 @@ class DMSMultiheadAttention(MultiheadAttention):
         return x
 
 
-def _outer(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
-    """``a_i b_j`` flattened ``(i, j)``: the mask of a ``(heads, head_dims)`` feature axis."""
-    ma, mb = (a.hard_mask, b.hard_mask) if hard else (a.soft_mask, b.soft_mask)
-    return (ma[:, None] * mb[None, :]).flatten()
-
-
-class QKVMask:
-    """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
-    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``."""
-
-    def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
-                 v: DMSMutableChannel) -> None:
-        self.heads, self.qk, self.v = heads, qk, v
-
-    def __call__(self, hard: bool = False) -> torch.Tensor:
-        qk = _outer(self.heads, self.qk, hard)
-        return torch.cat([qk, qk, _outer(self.heads, self.v, hard)])
-
-
-@register_layer_rule
-class AttentionRule(LayerRule):
-    """mmpretrain's ``MultiheadAttention`` whose heads and head dims are searched:
-    ``heads * (qk_dims + v_dims) * N^2`` MACs for ``q k^T`` and ``attn v`` (its parameters are
-    its linears')."""
-
-    module_types = (MultiheadAttention, )
-    kind = 'attention'
-    owns_params = False
-
-    def counted(self, name: str, space) -> bool:
-        return name in space.attentions
-
-    def record(self, name: str, module: nn.Module, x: torch.Tensor,
-               out: torch.Tensor) -> LayerCall:
-        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims, x.shape[1])
-
-    def widths(self, call: LayerCall, reader: MaskReader) -> tuple:
-        att = reader.space.attentions[call.name]
-        return tuple(reader.mutable_width(m) for m in (att.heads, att.qk_dims, att.v_dims))
-
-    def macs(self, call: LayerCall, widths: tuple):
-        heads, qk, v = widths
-        return heads * (qk + v) * call.positions**2
-
-
 @ADAPTERS.register_module()
 class MultiheadAttentionAdapter(FamilyAdapter):
     """Exports a searched attention as a :class:`PrunedMultiheadAttention`."""
@@ -123,11 +82,8 @@ class MultiheadAttentionAdapter(FamilyAdapter):
     module_type = MultiheadAttention
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
-        spec = subnet.get('attentions', {}).get(name)
-        if spec is None or isinstance(module, PrunedMultiheadAttention):
-            return
-        PrunedMultiheadAttention.convert_from(module, spec['heads']['kept'],
-                                              spec['qk_dims']['kept'], spec['v_dims']['kept'])
+        if not isinstance(module, PrunedMultiheadAttention):
+            convert_searched_attention(module, name, subnet, PrunedMultiheadAttention)
 
 
 @ADAPTERS.register_module()
@@ -195,8 +151,7 @@ class VisionTransformerAdapter(FamilyAdapter):
             attentions.append((f'{base}.attn', attn, heads, qk, v))
             explicit += [(fc1, None, mlp), (fc2, None, 'embed'),
                          (f'{base}.attn.qkv', None, QKVMask(heads, qk, v)),
-                         (f'{base}.attn.proj',
-                          lambda hard, h=heads, v=v: _outer(h, v, hard), 'embed')]
+                         (f'{base}.attn.proj', HeadsVMask(heads, v), 'embed')]
         embed = new('embed', embed_dims)
         for consumer in consumers:
             mask_input_channels(backbone, consumer, embed)

@@ -1,9 +1,29 @@
 # Copyright (c) mmdms contributors. All rights reserved.
-"""The static attention of an exported ViT subnet: fewer heads and smaller qk / v head dims."""
+"""The static attention of an exported ViT subnet: fewer heads and smaller qk / v head dims
+(:func:`set_pruned_heads` also serves the pruned window attentions of
+:mod:`mmdms.models.adapters.mmpretrain_stream_attention`)."""
 import torch
 import torch.nn.functional as F
 from mmpretrain.models.utils.attention import MultiheadAttention
 from mmrazor.registry import MODELS
+
+
+def set_pruned_heads(attn: torch.nn.Module, num_heads: int, qk_dims: int, v_dims: int) -> None:
+    """Give ``attn``, an attention whose ``qkv`` (sliced to ``[q | k | v]`` of
+    ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``, ``(num_heads, v_dims)`` outputs) and
+    ``proj`` (``(num_heads, v_dims)`` inputs) are already sliced, those head counts, after
+    checking the layers' widths.
+
+    Raises:
+        ValueError: ``qkv`` or ``proj`` has other widths.
+    """
+    expected_qkv = num_heads * (2 * qk_dims + v_dims)
+    if attn.qkv.out_features != expected_qkv or attn.proj.in_features != num_heads * v_dims:
+        raise ValueError(
+            f'qkv has {attn.qkv.out_features} outputs and proj {attn.proj.in_features} '
+            f'inputs; {num_heads} heads with qk dims {qk_dims} and v dims {v_dims} need '
+            f'{expected_qkv} and {num_heads * v_dims}')
+    attn.num_heads, attn.qk_dims, attn.v_dims = num_heads, qk_dims, v_dims
 
 
 @MODELS.register_module()
@@ -26,15 +46,10 @@ class PrunedMultiheadAttention(MultiheadAttention):
         in place: same submodules, same state-dict keys."""
         if getattr(attn, 'v_shortcut', False):
             raise NotImplementedError('A pruned attention with v_shortcut is not supported')
-        expected_qkv = num_heads * (2 * qk_dims + v_dims)
-        if attn.qkv.out_features != expected_qkv or attn.proj.in_features != num_heads * v_dims:
-            raise ValueError(
-                f'qkv has {attn.qkv.out_features} outputs and proj {attn.proj.in_features} '
-                f'inputs; {num_heads} heads with qk dims {qk_dims} and v dims {v_dims} need '
-                f'{expected_qkv} and {num_heads * v_dims}')
         scale = attn.head_dims**-0.5
+        set_pruned_heads(attn, num_heads, qk_dims, v_dims)
         attn.__class__ = cls
-        attn.num_heads, attn.qk_dims, attn.v_dims, attn.scale = num_heads, qk_dims, v_dims, scale
+        attn.scale = scale
         return attn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

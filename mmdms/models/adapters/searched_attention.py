@@ -1,0 +1,100 @@
+# Copyright (c) mmdms contributors. All rights reserved.
+"""Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
+(paper App. A.1.1), shared by the family adapters that search them (mmpretrain's ViT
+``MultiheadAttention``).
+
+Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
+and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
+out ``(3, heads, head_dims)``: ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``,
+``V' = V m_v m_head`` (:class:`QKVMask`, folded into ``qkv``'s weight and bias by its DMS
+linear). A pruned head's values are zero, so it adds nothing to ``proj``'s input, whatever its
+softmax; with hard masks the masked attention computes exactly the pruned one with the
+supernet's softmax scale. ``proj`` reads ``(heads, v_dims)`` (:func:`outer_mask`).
+
+:class:`AttentionRule` counts ``heads * (qk + v) * N^2`` MACs for ``q k^T`` and ``attn v`` per
+attention item: one image for a ViT, one window for a window attention (each window is a batch
+item of the attention: ``N`` is a window's tokens, and the count is per window times the
+windows of an image).
+"""
+from typing import Dict
+
+import torch
+import torch.nn as nn
+from mmpretrain.models.utils.attention import MultiheadAttention
+
+from mmdms.models.layer_rules import LayerCall, LayerRule, MaskReader, register_layer_rule
+from mmdms.models.mutables import DMSMutableChannel
+
+
+def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
+    """``a_i b_j`` flattened ``(i, j)``: the mask of a ``(heads, head_dims)`` feature axis."""
+    ma, mb = (a.hard_mask, b.hard_mask) if hard else (a.soft_mask, b.soft_mask)
+    return (ma[:, None] * mb[None, :]).flatten()
+
+
+class QKVMask:
+    """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
+    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``."""
+
+    def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
+                 v: DMSMutableChannel) -> None:
+        self.heads, self.qk, self.v = heads, qk, v
+
+    def __call__(self, hard: bool = False) -> torch.Tensor:
+        qk = outer_mask(self.heads, self.qk, hard)
+        return torch.cat([qk, qk, outer_mask(self.heads, self.v, hard)])
+
+
+class HeadsVMask:
+    """The mask over ``proj``'s input features ``(heads, v_dims)``."""
+
+    def __init__(self, heads: DMSMutableChannel, v: DMSMutableChannel) -> None:
+        self.heads, self.v = heads, v
+
+    def __call__(self, hard: bool = False) -> torch.Tensor:
+        return outer_mask(self.heads, self.v, hard)
+
+
+@register_layer_rule
+class AttentionRule(LayerRule):
+    """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``):
+    ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
+    ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
+
+    The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
+    sample in ``positions`` (the estimator multiplies ``N`` by the items per sample: the
+    windows of a window attention), so the count is ``items * N^2`` per head and dim, not
+    ``(items * N)^2``.
+    """
+
+    module_types = (MultiheadAttention, )
+    kind = 'attention'
+    owns_params = False
+
+    def counted(self, name: str, space) -> bool:
+        return name in space.attentions
+
+    def record(self, name: str, module: nn.Module, x: torch.Tensor,
+               out: torch.Tensor) -> LayerCall:
+        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims, x.shape[1],
+                         in_shape=tuple(x.shape[1:]))
+
+    def widths(self, call: LayerCall, reader: MaskReader) -> tuple:
+        att = reader.space.attentions[call.name]
+        return tuple(reader.mutable_width(m) for m in (att.heads, att.qk_dims, att.v_dims))
+
+    def macs(self, call: LayerCall, widths: tuple):
+        heads, qk, v = widths
+        return heads * (qk + v) * call.positions * call.in_shape[0]
+
+
+def convert_searched_attention(module: nn.Module, name: str, subnet: Dict, pruned: type) -> bool:
+    """At export: make ``module`` (its ``qkv`` and ``proj`` sliced) a ``pruned`` attention
+    (``pruned.convert_from(module, heads, qk_dims, v_dims)``) if ``subnet`` searched it.
+    Returns whether it did."""
+    spec = subnet.get('attentions', {}).get(name)
+    if spec is None:
+        return False
+    pruned.convert_from(module, spec['heads']['kept'], spec['qk_dims']['kept'],
+                        spec['v_dims']['kept'])
+    return True
