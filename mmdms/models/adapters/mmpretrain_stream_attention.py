@@ -13,9 +13,16 @@ Swin-V2's ``WindowMSAV2`` and Twins' two attentions split or merge their heads w
 (DaViT's ``DaViTWindowMSA`` does too; with it and DaViT's outputs made stream-free, the zoo's
 DaViT-tiny searched its streams but its static model failed to run, a LayerNorm of 47 kept
 channels meeting 48: not solved, so DaViT keeps its streams fixed.)
+
+Swin's ``WindowMSA`` also has its heads and qk / v head dims searched, inside the traced module
+(:class:`_SearchedHeadsAdapter`, with the machinery of the ViT space,
+:mod:`~mmdms.models.adapters.searched_attention`): every window is one batch item of the
+attention, so its ``heads * (qk + v) * N^2`` MACs are counted per window of ``N`` tokens, times
+the windows (shifted or not) of an image; the export slices ``relative_position_bias_table`` to
+the kept heads and keeps the supernet's softmax scale.
 """
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,8 +33,10 @@ from mmpretrain.models.backbones.twins import (GlobalSubsampledAttention,
 from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
 from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA, WindowMSAV2
 
+from mmdms.models.architectures.pruned_attention import set_pruned_heads
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
+from .searched_attention import add_traced_attention, convert_searched_attention
 
 
 def _head_dims(layer: nn.Linear, parts: int) -> int:
@@ -38,13 +47,36 @@ def _head_dims(layer: nn.Linear, parts: int) -> int:
     return layer.out_features // parts
 
 
+def split_heads(self, qkv: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q, k, v`` as ``(B, heads, N, dims)`` from the ``(B, N, features)`` output of ``qkv``.
+
+    An attention whose heads DMS searched and exported has ``qk_dims`` and ``v_dims``
+    (:func:`~mmdms.models.architectures.pruned_attention.set_pruned_heads`): ``qkv`` writes
+    ``[q | k | v]`` of ``(heads, qk_dims)``, ``(heads, qk_dims)``, ``(heads, v_dims)``. Any
+    other has equal dims, read from ``qkv``'s declared width (:func:`_head_dims`), and is
+    split by the original reshape (what the channel tracer sees)."""
+    B, N, _ = qkv.shape
+    if getattr(self, 'v_dims', None) is None:
+        head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+    qk_width = self.num_heads * self.qk_dims
+    q, k, v = qkv.split([qk_width, qk_width, self.num_heads * self.v_dims], dim=-1)
+    return tuple(t.reshape(B, N, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+
+
+def heads_width(self) -> int:
+    """The features of the heads' merged output (``proj``'s input): heads times v dims."""
+    v_dims = getattr(self, 'v_dims', None)
+    return self.num_heads * (_head_dims(self.qkv, 3 * self.num_heads) if v_dims is None
+                             else v_dims)
+
+
 def window_msa_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
     """``WindowMSA.forward`` with the head width taken from ``qkv``'s declared width, not
-    ``x``."""
+    ``x`` (or, exported with searched heads, from its ``qk_dims`` / ``v_dims``)."""
     B_, N, _ = x.shape
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
-    qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    q, k, v = split_heads(self, self.qkv(x))
     q = q * self.scale
     attn = q @ k.transpose(-2, -1)
     relative_position_bias = self.relative_position_bias_table[
@@ -58,7 +90,7 @@ def window_msa_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = Non
         attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, self.num_heads, N, N)
     attn = self.attn_drop(self.softmax(attn))
-    x = (attn @ v).transpose(1, 2).reshape(B_, N, self.num_heads * head_dims)
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, heads_width(self))
     return self.proj_drop(self.proj(x))
 
 
@@ -166,9 +198,29 @@ class ClassAttntionAdapter(_StreamFreeAdapter):
 
 
 class PrunedWindowMSA(WindowMSA):
-    """A static ``WindowMSA`` whose stream may be narrower than its heads (same state)."""
+    """A static ``WindowMSA`` whose stream may be narrower than its heads (same state) and,
+    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept.
+
+    Its softmax scale stays the supernet's ``scale`` (``head_dims ** -0.5``), so it computes
+    exactly what the hard-masked search model does; ``relative_position_bias_table`` is sliced
+    to the kept heads by the export (a free parameter with the heads on its last axis), and
+    the shift mask does not depend on the heads.
+    """
 
     forward = window_msa_forward
+
+    @classmethod
+    def convert_from(cls, attn: WindowMSA, num_heads: int, qk_dims: int,
+                     v_dims: int) -> 'PrunedWindowMSA':
+        """Turn ``attn`` (``qkv``, ``proj`` and its bias table already sliced) into the pruned
+        attention, in place: same submodules, same state-dict keys."""
+        table = attn.relative_position_bias_table
+        if table.shape[-1] != num_heads:
+            raise ValueError(f'relative_position_bias_table has {table.shape[-1]} heads, the '
+                             f'pruned attention {num_heads}')
+        set_pruned_heads(attn, num_heads, qk_dims, v_dims)
+        attn.__class__ = cls
+        return attn
 
 
 class PrunedBEiTAttention(BEiTAttention):
@@ -177,13 +229,46 @@ class PrunedBEiTAttention(BEiTAttention):
     forward = beit_attention_forward
 
 
+class _SearchedHeadsAdapter(_StreamFreeAdapter):
+    """A stream-free attention whose heads and qk / v head dims DMS also searches
+    (:mod:`~mmdms.models.adapters.searched_attention`): the channel tracer still enters it
+    (its ``qkv`` reads and its ``proj`` writes the traced stream), then :meth:`build_space`
+    masks ``qkv``'s output rows ``(3, heads, head_dims)`` and ``proj``'s input, and the export
+    makes it its ``pruned`` class with the kept heads and dims.
+
+    qk and v dims are separate widths, as in the ViT space: the pruned forward splits ``qkv``'s
+    output into ``[q | k | v]`` sections (:func:`split_heads`) instead of reshaping it to
+    ``(3, heads, head_dims)``, which is as exact and keeps one more degree of freedom; tying
+    them would save nothing at export.
+
+    Attributes:
+        head_lambda_scale (float): temperature scale of the head-count mutables (paper: 4).
+        bias_tables (tuple): per-head parameters (heads on their last axis) sliced with the
+            heads.
+    """
+
+    build_after_trace = True
+    head_lambda_scale = 4.0
+    bias_tables: Tuple[str, ...] = ()
+
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+        add_traced_attention(model, name, space, width_args, self.head_lambda_scale,
+                             self.bias_tables)
+
+    def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
+        if not convert_searched_attention(module, name, subnet, self.pruned):
+            super().static_rule(module, name, subnet)
+
+
 @ADAPTERS.register_module()
-class WindowMSAAdapter(_StreamFreeAdapter):
-    """Swin's window attention (``WindowMSAV2`` computes its heads otherwise)."""
+class WindowMSAAdapter(_SearchedHeadsAdapter):
+    """Swin's window attention (``WindowMSAV2`` computes its heads otherwise): its stream,
+    heads and head dims; windowed and shifted (the shift mask is per window, not per head)."""
 
     module_type = WindowMSA
     forward = staticmethod(window_msa_forward)
     pruned = PrunedWindowMSA
+    bias_tables = ('relative_position_bias_table', )
 
 
 def window_msa_v2_forward(self, x: torch.Tensor,

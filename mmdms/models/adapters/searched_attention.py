@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
-(paper App. A.1.1), shared by the family adapters that search them (mmpretrain's ViT
-``MultiheadAttention``).
+(paper App. A.1.1), shared by every family adapter that searches them (mmpretrain's ViT
+``MultiheadAttention``, Swin's ``WindowMSA``).
 
 Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
 and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
@@ -16,14 +16,16 @@ attention item: one image for a ViT, one window for a window attention (each win
 item of the attention: ``N`` is a window's tokens, and the count is per window times the
 windows of an image).
 """
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.utils.attention import MultiheadAttention
+from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 
-from mmdms.models.layer_rules import LayerCall, LayerRule, MaskReader, register_layer_rule
+from mmdms.models.layer_rules import (LayerCall, LayerRule, MaskReader, register_layer_rule,
+                                      replace_with_dms_op)
 from mmdms.models.mutables import DMSMutableChannel
+from mmdms.models.search_space import mutable_mask
 
 
 def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
@@ -57,8 +59,8 @@ class HeadsVMask:
 
 @register_layer_rule
 class AttentionRule(LayerRule):
-    """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``):
-    ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
+    """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``
+    and ``WindowMSA``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
     ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
 
     The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
@@ -67,7 +69,7 @@ class AttentionRule(LayerRule):
     ``(items * N)^2``.
     """
 
-    module_types = (MultiheadAttention, )
+    module_types = (MultiheadAttention, WindowMSA)
     kind = 'attention'
     owns_params = False
 
@@ -86,6 +88,58 @@ class AttentionRule(LayerRule):
     def macs(self, call: LayerCall, widths: tuple):
         heads, qk, v = widths
         return heads * (qk + v) * call.positions * call.in_shape[0]
+
+
+def head_mutables(width_args: Dict, num_heads: int, head_dims: int,
+                  head_lambda_scale: float) -> Tuple[DMSMutableChannel, ...]:
+    """``(heads, qk_dims, v_dims)`` mutables of one attention. Heads are whole elements
+    (``step`` 1, at least one kept) with ``lambda`` scaled by ``head_lambda_scale``; the head
+    dims take ``width_args`` with their ``min_width`` capped at ``head_dims``."""
+    heads = DMSMutableChannel(num_heads, **dict(width_args, step=1, min_width=1,
+                                                lambda_scale=head_lambda_scale))
+    dim_args = dict(width_args, min_width=min(width_args.get('min_width', 1), head_dims))
+    return heads, DMSMutableChannel(head_dims, **dim_args), DMSMutableChannel(head_dims,
+                                                                              **dim_args)
+
+
+def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
+                         head_lambda_scale: float, bias_tables: Tuple[str, ...] = ()) -> bool:
+    """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
+    tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
+    it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` and whose ``proj``
+    reads ``(num_heads, head_dims)``: the widths ``<name>.heads`` / ``.qk_dims`` / ``.v_dims``,
+    the masks of ``qkv``'s output and ``proj``'s input, the attention and, for each parameter
+    named in ``bias_tables`` (per-head tables, heads on the last axis), a free parameter
+    sliced with the heads.
+
+    Returns:
+        bool: False, leaving the attention as traced, when the tracer already searched
+        ``qkv``'s output or ``proj``'s input (a mask there would be applied twice).
+    """
+    attn = model.get_submodule(name)
+    qkv_name, proj_name = f'{name}.qkv', f'{name}.proj'
+    if space.layer_masks(qkv_name).out_mask(True) is not None or \
+            space.layer_masks(proj_name).in_mask(True) is not None:
+        return False
+    num_heads = attn.num_heads
+    head_dims = attn.qkv.out_features // (3 * num_heads)
+    if 3 * num_heads * head_dims != attn.qkv.out_features or \
+            attn.proj.in_features != num_heads * head_dims:
+        raise ValueError(f"'{name}': qkv writes {attn.qkv.out_features} and proj reads "
+                         f'{attn.proj.in_features} features, not 3 x and 1 x {num_heads} heads '
+                         'of equal dims')
+    heads, qk, v = head_mutables(width_args, num_heads, head_dims, head_lambda_scale)
+    qkv = replace_with_dms_op(model, qkv_name)
+    qkv.dms_output_mask = QKVMask(heads, qk, v)  # folded into qkv's weight rows and bias
+    space.add_width(f'{name}.heads', heads, [qkv_name, proj_name])
+    space.add_width(f'{name}.qk_dims', qk, [qkv_name])
+    space.add_width(f'{name}.v_dims', v, [qkv_name, proj_name])
+    space.set_layer_masks(qkv_name, out_mask=QKVMask(heads, qk, v))
+    space.set_layer_masks(proj_name, in_mask=HeadsVMask(heads, v))
+    space.add_attention(name, heads, qk, v)
+    for table in bias_tables:
+        space.add_param(f'{name}.{table}', mutable_mask(heads))
+    return True
 
 
 def convert_searched_attention(module: nn.Module, name: str, subnet: Dict, pruned: type) -> bool:

@@ -1,10 +1,16 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Swin: the stream (through patch merging's unfold and the window attentions, which read the
-stream width from their input) is searched, and a random structure exports exactly."""
+stream width from their input) is searched, and a random structure exports exactly. The window
+attentions' heads and qk / v head dims are searched too (shifted windows included): the
+exported attentions keep fewer heads and dims, their bias tables the kept heads, and the static
+model computes and costs exactly what the hard-masked search model does."""
 import torch
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
-from mmdms.models.adapters.mmpretrain_stream_attention import PrunedWindowMSA, window_msa_forward
+from mmdms.apis import set_random_structure
+from mmdms.models.adapters.mmpretrain_stream_attention import (PrunedWindowMSA, WindowMSA,
+                                                               window_msa_forward)
+from mmdms.utils import count_macs
 
 SHAPE = (1, 3, 64, 64)
 
@@ -34,3 +40,85 @@ def test_swin_stream_is_searched_and_exports_exactly():
                       PrunedWindowMSA)
     assert_exact_export(search, subnet, static, SHAPE)
 
+
+
+def tiny_shifted_swin():
+    """Two blocks per stage (the second one's windows shifted), two and four heads of 16
+    dims, 4 x 4 windows: 16 windows of 16 tokens in stage 0, 4 in stage 1."""
+    torch.manual_seed(0)
+    return mmpretrain_classifier(
+        dict(type='SwinTransformer', arch=dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4]),
+             img_size=64, window_size=4, out_indices=(1, )), in_channels=64)
+
+
+def window_attentions(model):
+    return [n for n, m in model.named_modules() if type(m) is WindowMSA]
+
+
+def keep_blocks_prune_heads(search):
+    """Every block kept (the shifted ones too), one head fewer in every attention."""
+    for stage in search.space.stages.values():
+        stage.mutable.set_kept(stage.mutable.num_elements)
+    for attention in search.space.attentions.values():
+        attention.heads.set_kept(attention.heads.num_elements - 1)
+
+
+def test_swin_heads_and_head_dims_are_searched():
+    model = tiny_shifted_swin()
+    names = window_attentions(model)
+    assert any(model.get_submodule(n.rpartition('.')[0]).shift_size for n in names)
+    from mmdms.models import DMS
+    search = DMS(model, mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer')))
+    space = search.space
+    assert sorted(space.attentions) == sorted(names)
+    for name in names:
+        att = space.attentions[name]
+        heads = model.get_submodule(name).num_heads
+        assert (att.heads.num_elements, att.qk_dims.num_channels,
+                att.v_dims.num_channels) == (heads, 16, 16)
+        assert att.heads.lambda_ == 4 * heads  # the paper's 4N for heads
+        assert {f'{name}.heads', f'{name}.qk_dims', f'{name}.v_dims'} <= set(space.widths)
+        assert f'{name}.relative_position_bias_table' in space.params
+    assert space.weight_coverage >= 0.9, space.unsearched_layers
+
+
+def test_swin_searched_heads_export_exactly():
+    search, subnet, static = search_and_export(tiny_shifted_swin, SHAPE, seed=3,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_shifted_swin()
+    assert not subnet['removed_blocks']
+    for name, spec in subnet['attentions'].items():
+        attn = static.architecture.get_submodule(name)
+        full = supernet.get_submodule(name)
+        assert isinstance(attn, PrunedWindowMSA)
+        heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
+        assert heads == full.num_heads - 1
+        assert (attn.num_heads, attn.qk_dims, attn.v_dims) == (heads, qk, v)
+        assert attn.qkv.out_features == heads * (2 * qk + v)
+        assert attn.proj.in_features == heads * v
+        # the bias table keeps the kept heads' columns; the softmax scale is the supernet's
+        torch.testing.assert_close(
+            attn.relative_position_bias_table,
+            full.relative_position_bias_table[:, spec['heads']['indices']], rtol=0, atol=0)
+        assert attn.scale == full.scale
+    assert len(subnet['attentions']) == 4
+    assert_exact_export(search, subnet, static, SHAPE)
+    # every window's q k^T and attn v, counted by FlopAnalyzer on the static model
+    assert count_macs(static, SHAPE) == subnet['macs']
+
+
+def test_gradient_reaches_swin_head_ratios():
+    from mmdms.models import DMS
+    search = DMS(tiny_shifted_swin(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer'))).eval()
+    g = torch.Generator().manual_seed(0)
+    set_random_structure(search, g)
+    out = search(torch.randn(SHAPE, generator=g), mode='tensor')
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
+              for mutable in (att.heads, att.qk_dims, att.v_dims)]
+    assert len(ratios) == 12
+    for name, ratio in ratios:
+        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
