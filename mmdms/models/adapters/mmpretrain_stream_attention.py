@@ -34,9 +34,10 @@ from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
 from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA, WindowMSAV2
 
 from mmdms.models.architectures.pruned_attention import set_pruned_heads
+from mmdms.models.search_space import mutable_mask
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
-from .searched_attention import add_traced_attention, convert_searched_attention
+from .searched_attention import HeadsDimsMask, add_traced_attention, convert_searched_attention
 
 
 def _head_dims(layer: nn.Linear, parts: int) -> int:
@@ -197,30 +198,43 @@ class ClassAttntionAdapter(_StreamFreeAdapter):
     pruned = PrunedClassAttntion
 
 
-class PrunedWindowMSA(WindowMSA):
-    """A static ``WindowMSA`` whose stream may be narrower than its heads (same state) and,
-    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept.
+class _PrunedHeads:
+    """A static attention with the heads and qk / v head dims DMS kept (:meth:`convert_from`).
 
-    Its softmax scale stays the supernet's ``scale`` (``head_dims ** -0.5``), so it computes
-    exactly what the hard-masked search model does; ``relative_position_bias_table`` is sliced
-    to the kept heads by the export (a free parameter with the heads on its last axis), and
-    the shift mask does not depend on the heads.
+    Its softmax scale stays the supernet's (``scale``, ``head_dims ** -0.5``; a cosine
+    attention's ``logit_scale`` per kept head), so it computes exactly what the hard-masked
+    search model does.
+
+    Attributes:
+        per_head_params (dict): parameter -> its heads axis, sliced by the export (free
+            parameters of the search space) and checked here.
     """
 
-    forward = window_msa_forward
+    per_head_params: Dict[str, int] = {}
 
     @classmethod
-    def convert_from(cls, attn: WindowMSA, num_heads: int, qk_dims: int,
-                     v_dims: int) -> 'PrunedWindowMSA':
-        """Turn ``attn`` (``qkv``, ``proj`` and its bias table already sliced) into the pruned
-        attention, in place: same submodules, same state-dict keys."""
-        table = attn.relative_position_bias_table
-        if table.shape[-1] != num_heads:
-            raise ValueError(f'relative_position_bias_table has {table.shape[-1]} heads, the '
-                             f'pruned attention {num_heads}')
+    def convert_from(cls, attn: nn.Module, num_heads: int, qk_dims: int, v_dims: int):
+        """Turn ``attn`` (``qkv``, ``proj`` and its per-head parameters already sliced) into
+        the pruned attention, in place: same submodules, same state-dict keys."""
+        for param, axis in cls.per_head_params.items():
+            value = getattr(attn, param, None)
+            if value is not None and value.shape[axis] != num_heads:
+                raise ValueError(f'{param} has {value.shape[axis]} heads on axis {axis}, the '
+                                 f'pruned attention {num_heads}')
         set_pruned_heads(attn, num_heads, qk_dims, v_dims)
         attn.__class__ = cls
         return attn
+
+
+class PrunedWindowMSA(_PrunedHeads, WindowMSA):
+    """A static ``WindowMSA`` whose stream may be narrower than its heads (same state) and,
+    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept:
+    ``relative_position_bias_table`` is sliced to the kept heads by the export (a free
+    parameter with the heads on its last axis); the shift mask does not depend on the heads.
+    """
+
+    forward = window_msa_forward
+    per_head_params = {'relative_position_bias_table': -1}
 
 
 class PrunedBEiTAttention(BEiTAttention):
@@ -243,17 +257,27 @@ class _SearchedHeadsAdapter(_StreamFreeAdapter):
 
     Attributes:
         head_lambda_scale (float): temperature scale of the head-count mutables (paper: 4).
-        bias_tables (tuple): per-head parameters (heads on their last axis) sliced with the
-            heads.
+        search_class (type, optional): the class the search model's attention becomes (same
+            state), where its own forward would bypass the masks.
     """
 
     build_after_trace = True
     head_lambda_scale = 4.0
-    bias_tables: Tuple[str, ...] = ()
+    search_class: Optional[type] = None
 
     def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
-        add_traced_attention(model, name, space, width_args, self.head_lambda_scale,
-                             self.bias_tables)
+        attention = add_traced_attention(model, name, space, width_args,
+                                         self.head_lambda_scale,
+                                         dict(self.pruned.per_head_params))
+        if attention is None:
+            return
+        self.extra_space(model, name, space, attention)
+        if self.search_class is not None:
+            model.get_submodule(name).__class__ = self.search_class
+
+    def extra_space(self, model: nn.Module, name: str, space, attention) -> None:
+        """What else of attention ``name`` its heads (``attention``, an
+        :class:`~mmdms.models.search_space.AttentionMasks`) search; nothing by default."""
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         if not convert_searched_attention(module, name, subnet, self.pruned):
@@ -268,7 +292,6 @@ class WindowMSAAdapter(_SearchedHeadsAdapter):
     module_type = WindowMSA
     forward = staticmethod(window_msa_forward)
     pruned = PrunedWindowMSA
-    bias_tables = ('relative_position_bias_table', )
 
 
 def window_msa_v2_forward(self, x: torch.Tensor,
@@ -278,13 +301,11 @@ def window_msa_v2_forward(self, x: torch.Tensor,
     itself, which the channel tracer does not see as a call of ``qkv`` (the stream it reads
     stayed unsearched). ``qkv`` has no bias of its own; its bias is added after it."""
     B_, N, _ = x.shape
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
     qkv = self.qkv(x)
-    if self.q_bias is not None:
-        qkv = qkv + torch.cat((self.q_bias, torch.zeros_like(self.v_bias, requires_grad=False),
-                               self.v_bias))
-    qkv = qkv.reshape(B_, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    bias = qv_bias(self)
+    if bias is not None:
+        qkv = qkv + bias
+    q, k, v = split_heads(self, qkv)
     attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
     attn = attn * torch.clamp(self.logit_scale, max=math.log(1. / 0.01)).exp()
     relative_position_bias_table = self.cpb_mlp(self.relative_coords_table).view(
@@ -299,23 +320,62 @@ def window_msa_v2_forward(self, x: torch.Tensor,
         attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, self.num_heads, N, N)
     attn = self.attn_drop(self.softmax(attn))
-    x = (attn @ v).transpose(1, 2).reshape(B_, N, self.num_heads * head_dims)
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, heads_width(self))
     return self.proj_drop(self.proj(x))
 
 
-class PrunedWindowMSAV2(WindowMSAV2):
-    """A static ``WindowMSAV2`` whose stream may be narrower than its heads (same state)."""
+def qv_bias(self) -> Optional[torch.Tensor]:
+    """``[q_bias | 0 | v_bias]``, the bias an attention with ``q_bias`` / ``v_bias`` adds to
+    ``qkv``'s output (``None`` without them). In a search model whose heads are searched it is
+    masked by ``qkv``'s DMS output mask too: ``qkv``'s own bias is masked with its weight rows,
+    this one is added after ``qkv`` and would give a pruned q / v feature a value."""
+    if self.q_bias is None:
+        return None
+    bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias, requires_grad=False),
+                      self.v_bias))
+    mask = getattr(self.qkv, 'dms_output_mask', None)
+    return bias if mask is None else bias * mask().to(bias.dtype)
+
+
+class PrunedWindowMSAV2(_PrunedHeads, WindowMSAV2):
+    """A static ``WindowMSAV2`` whose stream may be narrower than its heads (same state) and,
+    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept: ``q_bias``,
+    ``v_bias``, ``logit_scale`` (axis 0) and ``cpb_mlp``'s last linear (the per-head bias
+    table it computes) sliced to them by the export."""
+
+    forward = window_msa_v2_forward
+    per_head_params = {'logit_scale': 0}
+
+
+class DMSWindowMSAV2(WindowMSAV2):
+    """A search model's ``WindowMSAV2`` whose heads are searched (same state): it calls
+    ``qkv`` as a layer, so that its DMS op applies the heads' mask, and masks the q / v
+    biases alike (:func:`qv_bias`); the original computes ``F.linear`` on ``qkv``'s weight."""
 
     forward = window_msa_v2_forward
 
 
 @ADAPTERS.register_module()
-class WindowMSAV2Adapter(_StreamFreeAdapter):
-    """Swin-V2's window attention."""
+class WindowMSAV2Adapter(_SearchedHeadsAdapter):
+    """Swin-V2's window attention: its stream, heads and qk / v head dims (cosine attention:
+    a pruned qk dim is left out of the norms, a pruned head's values are zero); the heads
+    also search ``q_bias`` / ``v_bias``, ``logit_scale`` and the rows of ``cpb_mlp``'s last
+    linear (one per head)."""
 
     module_type = WindowMSAV2
     forward = staticmethod(window_msa_v2_forward)
     pruned = PrunedWindowMSAV2
+    search_class = DMSWindowMSAV2
+
+    def extra_space(self, model: nn.Module, name: str, space, attention) -> None:
+        attn = model.get_submodule(name)
+        heads, qk, v = attention.heads, attention.qk_dims, attention.v_dims
+        if attn.q_bias is not None:
+            space.add_param(f'{name}.q_bias', HeadsDimsMask(heads, qk))
+            space.add_param(f'{name}.v_bias', HeadsDimsMask(heads, v))
+        cpb_out = f'{name}.cpb_mlp.{len(attn.cpb_mlp) - 1}'
+        space.set_layer_masks(cpb_out, out_mask=mutable_mask(heads))
+        space.widths[f'{name}.heads'].layers.append(cpb_out)
 
 
 @ADAPTERS.register_module()

@@ -1,7 +1,7 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
 (paper App. A.1.1), shared by every family adapter that searches them (mmpretrain's ViT
-``MultiheadAttention``, Swin's ``WindowMSA``).
+``MultiheadAttention``, Swin's ``WindowMSA``, Swin-V2's ``WindowMSAV2``).
 
 Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
 and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
@@ -16,16 +16,16 @@ attention item: one image for a ViT, one window for a window attention (each win
 item of the attention: ``N`` is a window's tokens, and the count is per window times the
 windows of an image).
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
+from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA, WindowMSAV2
 
 from mmdms.models.layer_rules import (LayerCall, LayerRule, MaskReader, register_layer_rule,
                                       replace_with_dms_op)
 from mmdms.models.mutables import DMSMutableChannel
-from mmdms.models.search_space import mutable_mask
+from mmdms.models.search_space import AttentionMasks, mutable_mask
 
 
 def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
@@ -47,20 +47,21 @@ class QKVMask:
         return torch.cat([qk, qk, outer_mask(self.heads, self.v, hard)])
 
 
-class HeadsVMask:
-    """The mask over ``proj``'s input features ``(heads, v_dims)``."""
+class HeadsDimsMask:
+    """The mask over a ``(heads, dims)`` feature axis: ``proj``'s input ``(heads, v_dims)``,
+    a ``q_bias`` ``(heads, qk_dims)``."""
 
-    def __init__(self, heads: DMSMutableChannel, v: DMSMutableChannel) -> None:
-        self.heads, self.v = heads, v
+    def __init__(self, heads: DMSMutableChannel, dims: DMSMutableChannel) -> None:
+        self.heads, self.dims = heads, dims
 
     def __call__(self, hard: bool = False) -> torch.Tensor:
-        return outer_mask(self.heads, self.v, hard)
+        return outer_mask(self.heads, self.dims, hard)
 
 
 @register_layer_rule
 class AttentionRule(LayerRule):
-    """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``
-    and ``WindowMSA``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
+    """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
+    ``WindowMSA`` and ``WindowMSAV2``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
     ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
 
     The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
@@ -69,7 +70,7 @@ class AttentionRule(LayerRule):
     ``(items * N)^2``.
     """
 
-    module_types = (MultiheadAttention, WindowMSA)
+    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2)
     kind = 'attention'
     owns_params = False
 
@@ -103,24 +104,27 @@ def head_mutables(width_args: Dict, num_heads: int, head_dims: int,
 
 
 def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
-                         head_lambda_scale: float, bias_tables: Tuple[str, ...] = ()) -> bool:
+                         head_lambda_scale: float,
+                         per_head_params: Optional[Dict[str, int]] = None
+                         ) -> Optional[AttentionMasks]:
     """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
     tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
     it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` and whose ``proj``
     reads ``(num_heads, head_dims)``: the widths ``<name>.heads`` / ``.qk_dims`` / ``.v_dims``,
     the masks of ``qkv``'s output and ``proj``'s input, the attention and, for each parameter
-    named in ``bias_tables`` (per-head tables, heads on the last axis), a free parameter
-    sliced with the heads.
+    of ``per_head_params`` (name -> its heads axis, e.g. a relative position bias table's
+    last) that the attention has, a free parameter sliced with the heads.
 
     Returns:
-        bool: False, leaving the attention as traced, when the tracer already searched
-        ``qkv``'s output or ``proj``'s input (a mask there would be applied twice).
+        AttentionMasks | None: the attention's mutables; None, leaving the attention as
+        traced, when the tracer already searched ``qkv``'s output or ``proj``'s input (a mask
+        there would be applied twice).
     """
     attn = model.get_submodule(name)
     qkv_name, proj_name = f'{name}.qkv', f'{name}.proj'
     if space.layer_masks(qkv_name).out_mask(True) is not None or \
             space.layer_masks(proj_name).in_mask(True) is not None:
-        return False
+        return None
     num_heads = attn.num_heads
     head_dims = attn.qkv.out_features // (3 * num_heads)
     if 3 * num_heads * head_dims != attn.qkv.out_features or \
@@ -135,11 +139,12 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     space.add_width(f'{name}.qk_dims', qk, [qkv_name])
     space.add_width(f'{name}.v_dims', v, [qkv_name, proj_name])
     space.set_layer_masks(qkv_name, out_mask=QKVMask(heads, qk, v))
-    space.set_layer_masks(proj_name, in_mask=HeadsVMask(heads, v))
+    space.set_layer_masks(proj_name, in_mask=HeadsDimsMask(heads, v))
     space.add_attention(name, heads, qk, v)
-    for table in bias_tables:
-        space.add_param(f'{name}.{table}', mutable_mask(heads))
-    return True
+    for param, axis in (per_head_params or {}).items():
+        if getattr(attn, param, None) is not None:
+            space.add_param(f'{name}.{param}', mutable_mask(heads), axis)
+    return space.attentions[name]
 
 
 def convert_searched_attention(module: nn.Module, name: str, subnet: Dict, pruned: type) -> bool:

@@ -36,7 +36,7 @@ from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter, ResidualBlockAdapter
 # the heads / head dims machinery, shared with the window attentions (AttentionRule counts
 # this family's attentions too)
-from .searched_attention import (AttentionRule, HeadsVMask, QKVMask,  # noqa: F401
+from .searched_attention import (AttentionRule, HeadsDimsMask, QKVMask,  # noqa: F401
                                  convert_searched_attention)
 
 
@@ -151,7 +151,7 @@ class VisionTransformerAdapter(FamilyAdapter):
             attentions.append((f'{base}.attn', attn, heads, qk, v))
             explicit += [(fc1, None, mlp), (fc2, None, 'embed'),
                          (f'{base}.attn.qkv', None, QKVMask(heads, qk, v)),
-                         (f'{base}.attn.proj', HeadsVMask(heads, v), 'embed')]
+                         (f'{base}.attn.proj', HeadsDimsMask(heads, v), 'embed')]
         embed = new('embed', embed_dims)
         for consumer in consumers:
             mask_input_channels(backbone, consumer, embed)

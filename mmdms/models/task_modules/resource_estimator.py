@@ -174,8 +174,9 @@ class DMSResourceEstimator:
             if uncalled is not None:  # e.g. DeiT-3's ln2, which its forward never calls
                 self._param_masks[name] = uncalled
             if name in self._param_masks:
-                self._free_params.append((name, p.numel() // p.shape[-1]))
-                self._param_widths[name] = p.shape[-1]
+                axis = self.space.param_axis(name)
+                self._free_params.append((name, p.numel() // p.shape[axis]))
+                self._param_widths[name] = p.shape[axis]
             elif self.space.block_of(name) is not None:
                 self._block_params[name] = p.numel()
             else:

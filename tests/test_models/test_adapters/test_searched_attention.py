@@ -51,7 +51,8 @@ def test_window_attention_exports_exactly_and_costs_per_window(num_heads, head_d
     static = copy.deepcopy(model)
 
     space = SearchSpace()
-    assert add_traced_attention(model, 'attn', space, {}, 4.0, ('relative_position_bias_table', ))
+    assert add_traced_attention(model, 'attn', space, {}, 4.0,
+                                PrunedWindowMSA.per_head_params) is not None
     for mutable in space.dms_mutables():
         mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
         mutable.set_kept(int(torch.randint(1, mutable.num_elements + 1, (1, ), generator=g)))
