@@ -73,6 +73,19 @@ def heads_width(self) -> int:
                              else v_dims)
 
 
+def qv_bias(self) -> Optional[torch.Tensor]:
+    """``[q_bias | 0 | v_bias]``, the bias an attention with ``q_bias`` / ``v_bias`` adds to
+    ``qkv``'s output (``None`` without them). In a search model whose heads are searched it is
+    masked by ``qkv``'s DMS output mask too: ``qkv``'s own bias is masked with its weight rows,
+    this one is added after ``qkv`` and would give a pruned q / v feature a value."""
+    if getattr(self, 'q_bias', None) is None:
+        return None
+    bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias, requires_grad=False),
+                      self.v_bias))
+    mask = getattr(self.qkv, 'dms_output_mask', None)
+    return bias if mask is None else bias * mask().to(bias.dtype)
+
+
 def window_msa_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
     """``WindowMSA.forward`` with the head width taken from ``qkv``'s declared width, not
     ``x`` (or, exported with searched heads, from its ``qk_dims`` / ``v_dims``)."""
@@ -97,17 +110,21 @@ def window_msa_forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = Non
 
 def beit_attention_forward(self, x: torch.Tensor,
                            rel_pos_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``BEiTAttention.forward`` with the heads merged to their own width, not ``x``'s."""
+    """``BEiTAttention.forward`` with the heads merged to their own width, not ``x``'s.
+
+    In a search model whose heads are searched (``qkv`` has a DMS output mask) ``qkv`` is
+    called as a layer, so that the mask applies, and the q / v biases are masked alike
+    (:func:`qv_bias`); the original computes ``F.linear`` on ``qkv``'s weight. A static model
+    exported with searched heads reads the kept heads of a shared relative position bias
+    (``kept_heads``, set by the export)."""
     B, N, _ = x.shape
-    if self.bias == 'qv_bias':
-        k_bias = torch.zeros_like(self.v_bias, requires_grad=False)
-        qkv_bias = torch.cat((self.q_bias, k_bias, self.v_bias))
-        qkv = F.linear(input=x, weight=self.qkv.weight, bias=qkv_bias)
-    else:
+    if self.bias != 'qv_bias':
         qkv = self.qkv(x)
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
-    qkv = qkv.reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    elif getattr(self.qkv, 'dms_output_mask', None) is not None:
+        qkv = self.qkv(x) + qv_bias(self)
+    else:
+        qkv = F.linear(input=x, weight=self.qkv.weight, bias=qv_bias(self))
+    q, k, v = split_heads(self, qkv)
     q = q * self.scale
     attn = q @ k.transpose(-2, -1)
     if self.relative_position_bias_table is not None:
@@ -117,9 +134,11 @@ def beit_attention_forward(self, x: torch.Tensor,
         relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()
         attn = attn + relative_position_bias.unsqueeze(0)
     if rel_pos_bias is not None:
+        if rel_pos_bias.shape[0] != self.num_heads:  # the backbone's, shared by every layer
+            rel_pos_bias = rel_pos_bias[self.kept_heads]
         attn = attn + rel_pos_bias
     attn = self.attn_drop(attn.softmax(dim=-1))
-    x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * head_dims)
+    x = (attn @ v).transpose(1, 2).reshape(B, N, heads_width(self))
     return self.proj_drop(self.proj(x))
 
 
@@ -237,8 +256,19 @@ class PrunedWindowMSA(_PrunedHeads, WindowMSA):
     per_head_params = {'relative_position_bias_table': -1}
 
 
-class PrunedBEiTAttention(BEiTAttention):
-    """A static ``BEiTAttention`` whose stream may be narrower than its heads (same state)."""
+class PrunedBEiTAttention(_PrunedHeads, BEiTAttention):
+    """A static ``BEiTAttention`` whose stream may be narrower than its heads (same state) and,
+    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its
+    ``q_bias`` / ``v_bias`` and relative position bias table sliced by the export)."""
+
+    forward = beit_attention_forward
+    per_head_params = {'relative_position_bias_table': -1}
+
+
+class DMSBEiTAttention(BEiTAttention):
+    """A search model's ``BEiTAttention`` whose heads are searched (same state): with q / v
+    biases, its own forward computes ``F.linear`` on ``qkv``'s weight, which the heads' mask
+    on ``qkv`` would not reach (:func:`beit_attention_forward`)."""
 
     forward = beit_attention_forward
 
@@ -277,7 +307,12 @@ class _SearchedHeadsAdapter(_StreamFreeAdapter):
 
     def extra_space(self, model: nn.Module, name: str, space, attention) -> None:
         """What else of attention ``name`` its heads (``attention``, an
-        :class:`~mmdms.models.search_space.AttentionMasks`) search; nothing by default."""
+        :class:`~mmdms.models.search_space.AttentionMasks`) search: by default its ``q_bias``
+        / ``v_bias`` (laid out ``(heads, qk_dims)`` / ``(heads, v_dims)``), if it has them."""
+        attn = model.get_submodule(name)
+        if getattr(attn, 'q_bias', None) is not None:
+            space.add_param(f'{name}.q_bias', HeadsDimsMask(attention.heads, attention.qk_dims))
+            space.add_param(f'{name}.v_bias', HeadsDimsMask(attention.heads, attention.v_dims))
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         if not convert_searched_attention(module, name, subnet, self.pruned):
@@ -324,19 +359,6 @@ def window_msa_v2_forward(self, x: torch.Tensor,
     return self.proj_drop(self.proj(x))
 
 
-def qv_bias(self) -> Optional[torch.Tensor]:
-    """``[q_bias | 0 | v_bias]``, the bias an attention with ``q_bias`` / ``v_bias`` adds to
-    ``qkv``'s output (``None`` without them). In a search model whose heads are searched it is
-    masked by ``qkv``'s DMS output mask too: ``qkv``'s own bias is masked with its weight rows,
-    this one is added after ``qkv`` and would give a pruned q / v feature a value."""
-    if self.q_bias is None:
-        return None
-    bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias, requires_grad=False),
-                      self.v_bias))
-    mask = getattr(self.qkv, 'dms_output_mask', None)
-    return bias if mask is None else bias * mask().to(bias.dtype)
-
-
 class PrunedWindowMSAV2(_PrunedHeads, WindowMSAV2):
     """A static ``WindowMSAV2`` whose stream may be narrower than its heads (same state) and,
     converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept: ``q_bias``,
@@ -368,23 +390,28 @@ class WindowMSAV2Adapter(_SearchedHeadsAdapter):
     search_class = DMSWindowMSAV2
 
     def extra_space(self, model: nn.Module, name: str, space, attention) -> None:
-        attn = model.get_submodule(name)
-        heads, qk, v = attention.heads, attention.qk_dims, attention.v_dims
-        if attn.q_bias is not None:
-            space.add_param(f'{name}.q_bias', HeadsDimsMask(heads, qk))
-            space.add_param(f'{name}.v_bias', HeadsDimsMask(heads, v))
-        cpb_out = f'{name}.cpb_mlp.{len(attn.cpb_mlp) - 1}'
-        space.set_layer_masks(cpb_out, out_mask=mutable_mask(heads))
+        super().extra_space(model, name, space, attention)
+        cpb_out = f'{name}.cpb_mlp.{len(model.get_submodule(name).cpb_mlp) - 1}'
+        space.set_layer_masks(cpb_out, out_mask=mutable_mask(attention.heads))
         space.widths[f'{name}.heads'].layers.append(cpb_out)
 
 
 @ADAPTERS.register_module()
-class BEiTAttentionAdapter(_StreamFreeAdapter):
-    """BEiT's attention (BEiT, EVA)."""
+class BEiTAttentionAdapter(_SearchedHeadsAdapter):
+    """BEiT's attention (BEiT, EVA): its stream, heads and qk / v head dims, with its q / v
+    biases and relative position bias table. A relative position bias shared by all layers
+    (the backbone's) stays whole; each exported layer reads its kept heads of it."""
 
     module_type = BEiTAttention
     forward = staticmethod(beit_attention_forward)
     pruned = PrunedBEiTAttention
+    search_class = DMSBEiTAttention
+
+    def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
+        super().static_rule(module, name, subnet)
+        spec = subnet.get('attentions', {}).get(name)
+        if spec is not None:
+            module.kept_heads = list(spec['heads']['indices'])
 
 
 def hivit_attention_forward(self, x: torch.Tensor, rpe_index: Optional[torch.Tensor] = None,

@@ -1,7 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
 (paper App. A.1.1), shared by every family adapter that searches them (mmpretrain's ViT
-``MultiheadAttention``, Swin's ``WindowMSA``, Swin-V2's ``WindowMSAV2``).
+``MultiheadAttention``, Swin's ``WindowMSA``, Swin-V2's ``WindowMSAV2``, BEiT's and EVA's
+``BEiTAttention``).
 
 Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
 and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
@@ -20,7 +21,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA, WindowMSAV2
+from mmpretrain.models.utils.attention import (BEiTAttention, MultiheadAttention, WindowMSA,
+                                              WindowMSAV2)
 
 from mmdms.models.layer_rules import (LayerCall, LayerRule, MaskReader, register_layer_rule,
                                       replace_with_dms_op)
@@ -61,7 +63,7 @@ class HeadsDimsMask:
 @register_layer_rule
 class AttentionRule(LayerRule):
     """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
-    ``WindowMSA`` and ``WindowMSAV2``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
+    ``WindowMSA``, ``WindowMSAV2`` and ``BEiTAttention``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
     ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
 
     The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
@@ -70,7 +72,7 @@ class AttentionRule(LayerRule):
     ``(items * N)^2``.
     """
 
-    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2)
+    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention)
     kind = 'attention'
     owns_params = False
 

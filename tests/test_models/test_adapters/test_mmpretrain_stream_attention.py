@@ -3,12 +3,16 @@
 stream width from their input) is searched, and a random structure exports exactly. The window
 attentions' heads and qk / v head dims are searched too (shifted windows included): the
 exported attentions keep fewer heads and dims, their bias tables the kept heads, and the static
-model computes and costs exactly what the hard-masked search model does."""
+model computes and costs exactly what the hard-masked search model does. So are BEiT's
+(q / v biases, a relative position bias table per layer or one shared by all layers)."""
+import pytest
 import torch
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
 from mmdms.apis import set_random_structure
-from mmdms.models.adapters.mmpretrain_stream_attention import (PrunedWindowMSA, WindowMSA,
+from mmdms.models.adapters.mmpretrain_stream_attention import (BEiTAttention,
+                                                               PrunedBEiTAttention,
+                                                               PrunedWindowMSA, WindowMSA,
                                                                window_msa_forward)
 from mmdms.utils import count_macs
 
@@ -120,5 +124,64 @@ def test_gradient_reaches_swin_head_ratios():
     ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
               for mutable in (att.heads, att.qk_dims, att.v_dims)]
     assert len(ratios) == 12
+    for name, ratio in ratios:
+        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+
+
+def tiny_beit(shared=False):
+    """Two layers of four heads of 8 dims on 16 patches and a class token, q / v biases, a
+    relative position bias table per layer (``shared``: one of the backbone's for all layers),
+    all random (so that slicing them matters)."""
+    torch.manual_seed(0)
+    model = mmpretrain_classifier(
+        dict(type='BEiTViT', arch=dict(embed_dims=32, num_layers=2, num_heads=4,
+                                       feedforward_channels=64),
+             img_size=32, patch_size=8, layer_scale_init_value=0.1, use_rel_pos_bias=not shared,
+             use_shared_rel_pos_bias=shared, out_type='avg_featmap'),
+        in_channels=32, neck=None)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.rpartition('.')[2] in ('q_bias', 'v_bias', 'relative_position_bias_table'):
+                param.normal_()
+    return model
+
+
+@pytest.mark.parametrize('shared', [False, True])
+def test_beit_heads_are_searched_and_export_exactly(shared):
+    shape = (1, 3, 32, 32)
+    search, subnet, static = search_and_export(lambda: tiny_beit(shared), shape, seed=2,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_beit(shared)
+    names = [n for n, m in supernet.named_modules() if type(m) is BEiTAttention]
+    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 2
+    for name, spec in subnet['attentions'].items():
+        attn, full = static.architecture.get_submodule(name), supernet.get_submodule(name)
+        heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
+        assert isinstance(attn, PrunedBEiTAttention)
+        assert heads == 3 and (attn.num_heads, attn.qk_dims, attn.v_dims) == (heads, qk, v)
+        assert attn.q_bias.numel() == heads * qk and attn.v_bias.numel() == heads * v
+        if shared:
+            assert attn.kept_heads == spec['heads']['indices']
+        else:
+            torch.testing.assert_close(
+                attn.relative_position_bias_table,
+                full.relative_position_bias_table[:, spec['heads']['indices']], rtol=0, atol=0)
+    assert_exact_export(search, subnet, static, shape)
+    assert count_macs(static, shape) == subnet['macs']
+
+
+def test_gradient_reaches_beit_head_ratios():
+    from mmdms.models import DMS
+    shape = (1, 3, 32, 32)
+    search = DMS(tiny_beit(), mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=shape, tracer_type='FxTracer'))).eval()
+    g = torch.Generator().manual_seed(0)
+    set_random_structure(search, g)
+    out = search(torch.randn(shape, generator=g), mode='tensor')
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
+              for mutable in (att.heads, att.qk_dims, att.v_dims)]
+    assert len(ratios) == 6
     for name, ratio in ratios:
         assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
