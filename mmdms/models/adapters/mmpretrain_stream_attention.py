@@ -416,11 +416,10 @@ class BEiTAttentionAdapter(_SearchedHeadsAdapter):
 
 def hivit_attention_forward(self, x: torch.Tensor, rpe_index: Optional[torch.Tensor] = None,
                             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """HiViT's ``Attention.forward`` with the head width taken from ``qkv``'s output."""
+    """HiViT's ``Attention.forward`` with the head width taken from ``qkv``'s output (or,
+    exported with searched heads, from its ``qk_dims`` / ``v_dims``)."""
     B, N, _ = x.shape
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
-    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, head_dims).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    q, k, v = split_heads(self, self.qkv(x))
     q = q * self.scale
     attn = q @ k.transpose(-2, -1)
     if rpe_index is not None:
@@ -433,19 +432,22 @@ def hivit_attention_forward(self, x: torch.Tensor, rpe_index: Optional[torch.Ten
         mask = mask.bool()
         attn = attn.masked_fill(~mask[:, None, None, :], float('-inf'))
     attn = self.attn_drop(self.softmax(attn))
-    x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * head_dims)
+    x = (attn @ v).transpose(1, 2).reshape(B, N, heads_width(self))
     return self.proj_drop(self.proj(x))
 
 
-class PrunedHiViTAttention(HiViTAttention):
-    """A static HiViT ``Attention`` whose stream may be narrower than its heads."""
+class PrunedHiViTAttention(_PrunedHeads, HiViTAttention):
+    """A static HiViT ``Attention`` whose stream may be narrower than its heads and,
+    converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its
+    relative position bias table sliced to them by the export)."""
 
     forward = hivit_attention_forward
+    per_head_params = {'relative_position_bias_table': -1}
 
 
 @ADAPTERS.register_module()
-class HiViTAttentionAdapter(_StreamFreeAdapter):
-    """HiViT's attention."""
+class HiViTAttentionAdapter(_SearchedHeadsAdapter):
+    """HiViT's attention: its stream, heads and qk / v head dims."""
 
     module_type = HiViTAttention
     forward = staticmethod(hivit_attention_forward)

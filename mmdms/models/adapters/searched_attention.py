@@ -2,7 +2,7 @@
 """Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
 (paper App. A.1.1), shared by every family adapter that searches them (mmpretrain's ViT
 ``MultiheadAttention``, Swin's ``WindowMSA``, Swin-V2's ``WindowMSAV2``, BEiT's and EVA's
-``BEiTAttention``).
+``BEiTAttention``, HiViT's ``Attention``).
 
 Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
 and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
 from mmpretrain.models.utils.attention import (BEiTAttention, MultiheadAttention, WindowMSA,
                                               WindowMSAV2)
 
@@ -63,7 +64,7 @@ class HeadsDimsMask:
 @register_layer_rule
 class AttentionRule(LayerRule):
     """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
-    ``WindowMSA``, ``WindowMSAV2`` and ``BEiTAttention``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
+    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
     ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
 
     The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
@@ -72,7 +73,7 @@ class AttentionRule(LayerRule):
     ``(items * N)^2``.
     """
 
-    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention)
+    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention, HiViTAttention)
     kind = 'attention'
     owns_params = False
 
@@ -81,7 +82,8 @@ class AttentionRule(LayerRule):
 
     def record(self, name: str, module: nn.Module, x: torch.Tensor,
                out: torch.Tensor) -> LayerCall:
-        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims, x.shape[1],
+        channels = getattr(module, 'embed_dims', None) or module.qkv.in_features
+        return LayerCall(name, self.kind, channels, channels, x.shape[1],
                          in_shape=tuple(x.shape[1:]))
 
     def widths(self, call: LayerCall, reader: MaskReader) -> tuple:

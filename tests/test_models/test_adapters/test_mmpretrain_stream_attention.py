@@ -4,14 +4,16 @@ stream width from their input) is searched, and a random structure exports exact
 attentions' heads and qk / v head dims are searched too (shifted windows included): the
 exported attentions keep fewer heads and dims, their bias tables the kept heads, and the static
 model computes and costs exactly what the hard-masked search model does. So are BEiT's
-(q / v biases, a relative position bias table per layer or one shared by all layers)."""
+(q / v biases, a relative position bias table per layer or one shared by all layers) and
+HiViT's."""
 import pytest
 import torch
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
 from mmdms.apis import set_random_structure
-from mmdms.models.adapters.mmpretrain_stream_attention import (BEiTAttention,
+from mmdms.models.adapters.mmpretrain_stream_attention import (BEiTAttention, HiViTAttention,
                                                                PrunedBEiTAttention,
+                                                               PrunedHiViTAttention,
                                                                PrunedWindowMSA, WindowMSA,
                                                                window_msa_forward)
 from mmdms.utils import count_macs
@@ -185,3 +187,36 @@ def test_gradient_reaches_beit_head_ratios():
     assert len(ratios) == 6
     for name, ratio in ratios:
         assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+
+
+def tiny_hivit():
+    """Three attention blocks of four heads of 16 dims on 4 x 4 tokens, with relative position
+    bias tables (random, so that slicing them matters); no stem MLP blocks, only the two patch
+    merges (HiViT matches its output index against the stem's indices too)."""
+    torch.manual_seed(0)
+    model = mmpretrain_classifier(
+        dict(type='HiViT', arch=dict(embed_dims=64, depths=[0, 0, 3], num_heads=4),
+             img_size=64, patch_size=16, rpe=True, out_indices=[2]), in_channels=64)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                param.normal_()
+    return model
+
+
+def test_hivit_heads_are_searched_and_export_exactly():
+    search, subnet, static = search_and_export(tiny_hivit, SHAPE, seed=4,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_hivit()
+    names = [n for n, m in supernet.named_modules() if type(m) is HiViTAttention]
+    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 3
+    for name, spec in subnet['attentions'].items():
+        attn, full = static.architecture.get_submodule(name), supernet.get_submodule(name)
+        heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
+        assert isinstance(attn, PrunedHiViTAttention)
+        assert heads == 3 and (attn.num_heads, attn.qk_dims, attn.v_dims) == (heads, qk, v)
+        torch.testing.assert_close(
+            attn.relative_position_bias_table,
+            full.relative_position_bias_table[:, spec['heads']['indices']], rtol=0, atol=0)
+    assert_exact_export(search, subnet, static, SHAPE)
+    assert count_macs(static, SHAPE) == subnet['macs']
