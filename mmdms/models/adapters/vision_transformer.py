@@ -29,6 +29,7 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 from mmpretrain.models.utils.layer_scale import LayerScale
 
 from mmdms.models.architectures import PrunedMultiheadAttention
+from mmdms.models.architectures.pruned_attention import attention_scale
 from mmdms.models.layer_rules import DMSInputMaskMixin, DMSLayerNorm, mask_input_channels
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.search_space import container_mask, mutable_mask, no_mask, sole_mutable
@@ -37,14 +38,16 @@ from .base import FamilyAdapter, ResidualBlockAdapter
 # the heads / head dims machinery, shared with the window attentions (AttentionRule counts
 # this family's attentions too)
 from .searched_attention import (AttentionRule, HeadsDimsMask, QKVMask,  # noqa: F401
-                                 convert_searched_attention)
+                                 add_traced_attention, convert_searched_attention)
 
 
 class DMSMultiheadAttention(MultiheadAttention):
     """mmpretrain's ``MultiheadAttention`` with DMS masks on heads and qk / v head dims.
 
-    The softmax scale stays ``head_dims ** -0.5`` of the supernet, so a pruned attention (fewer
-    heads, smaller qk or v dims) computes exactly what the hard-masked one does.
+    The softmax scale stays the supernet's (``head_dims ** -0.5``, or what
+    :func:`~mmdms.models.architectures.pruned_attention.attention_scale` reads), so a pruned
+    attention (fewer heads, smaller qk or v head dims) computes exactly what the hard-masked
+    one does.
     """
 
     def set_dms_masks(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
@@ -66,7 +69,7 @@ class DMSMultiheadAttention(MultiheadAttention):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn_drop = self.attn_drop if self.training else 0.
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop,
-                                           scale=self.head_dims**-0.5)
+                                           scale=attention_scale(self))
         x = x.transpose(1, 2).reshape(B, N, self.embed_dims)
         x = self.proj(x)
         x = self.out_drop(self.gamma1(self.proj_drop(x)))
@@ -77,9 +80,28 @@ class DMSMultiheadAttention(MultiheadAttention):
 
 @ADAPTERS.register_module()
 class MultiheadAttentionAdapter(FamilyAdapter):
-    """Exports a searched attention as a :class:`PrunedMultiheadAttention`."""
+    """Exports a searched attention as a :class:`PrunedMultiheadAttention`; outside a
+    ``VisionTransformer`` (whose space builds its attentions), searches the heads and qk / v
+    head dims of an attention the channel tracer entered (Conformer's, MobileViT's, T2T's
+    transformer layers ...; :func:`~.searched_attention.add_traced_attention`). Its own forward
+    calls ``qkv`` as a layer, so its DMS op applies the mask. Not for subclasses (Twins' have
+    their own adapters) nor an attention with ``v_shortcut`` (which adds its values to its
+    output: a pruned v dim would change the stream).
+
+    Attributes:
+        head_lambda_scale (float): temperature scale of the head-count mutables (paper: 4).
+    """
 
     module_type = MultiheadAttention
+    match_subclasses = False
+    build_after_trace = True
+    head_lambda_scale = 4.0
+
+    def handles(self, module: nn.Module) -> bool:
+        return not getattr(module, 'v_shortcut', False)
+
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+        add_traced_attention(model, name, space, width_args, self.head_lambda_scale)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         if not isinstance(module, PrunedMultiheadAttention):

@@ -2,10 +2,26 @@
 """The static attention of an exported ViT subnet: fewer heads and smaller qk / v head dims
 (:func:`set_pruned_heads` also serves the pruned window attentions of
 :mod:`mmdms.models.adapters.mmpretrain_stream_attention`)."""
+import functools
+
 import torch
 import torch.nn.functional as F
-from mmpretrain.models.utils.attention import MultiheadAttention
+from mmpretrain.models.utils.attention import (MultiheadAttention,
+                                              scaled_dot_product_attention_pyimpl)
 from mmrazor.registry import MODELS
+
+
+def attention_scale(attn: MultiheadAttention) -> float:
+    """The factor ``attn`` (an mmpretrain ``MultiheadAttention``) multiplies ``q k^T`` by.
+
+    ``head_dims ** -0.5``, except where it was built with ``qk_scale`` (T2T-ViT's layers): it
+    then calls mmpretrain's Python attention with ``scale=head_dims ** -0.5``, which *divides*
+    by it, i.e. multiplies by ``head_dims ** 0.5``. A pruned attention keeps this factor."""
+    sdpa = getattr(attn, 'scaled_dot_product_attention', None)
+    if isinstance(sdpa, functools.partial) and \
+            sdpa.func is scaled_dot_product_attention_pyimpl and sdpa.keywords.get('scale'):
+        return 1. / sdpa.keywords['scale']
+    return attn.head_dims**-0.5
 
 
 def set_pruned_heads(attn: torch.nn.Module, num_heads: int, qk_dims: int, v_dims: int) -> None:
@@ -33,8 +49,8 @@ class PrunedMultiheadAttention(MultiheadAttention):
 
     ``qkv`` outputs ``[q | k | v]`` as ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``,
     ``(num_heads, v_dims)`` and ``proj`` reads ``(num_heads, v_dims)``. The softmax scale stays the
-    supernet's ``head_dims ** -0.5`` (``scale``), so the pruned attention computes exactly what
-    the hard-masked :class:`~mmdms.models.adapters.vision_transformer.DMSMultiheadAttention` did.
+    supernet's (``scale``: ``head_dims ** -0.5``, or what :func:`attention_scale` reads), so
+    the pruned attention computes exactly what the hard-masked search model did.
 
     Built by :meth:`convert_from` from a (sliced) ``MultiheadAttention``; it adds no parameter.
     """
@@ -46,7 +62,7 @@ class PrunedMultiheadAttention(MultiheadAttention):
         in place: same submodules, same state-dict keys."""
         if getattr(attn, 'v_shortcut', False):
             raise NotImplementedError('A pruned attention with v_shortcut is not supported')
-        scale = attn.head_dims**-0.5
+        scale = attention_scale(attn)
         set_pruned_heads(attn, num_heads, qk_dims, v_dims)
         attn.__class__ = cls
         attn.scale = scale

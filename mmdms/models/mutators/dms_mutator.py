@@ -184,6 +184,7 @@ class DMSMutator(ChannelMutator):
         built = [(name, adapter) for name, adapter in
                  ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
                  if adapter is not None] if self.search_width else []
+        built = _outside_leaves(built)
         unknown = set(self.adapter_args) - {type(a).__name__ for _, a in built}
         if unknown:
             raise SearchSpaceConfigError(
@@ -538,6 +539,16 @@ class DMSMutator(ChannelMutator):
     def summary(self) -> str:
         """A readable table of the search space (logged when it is prepared)."""
         return 'DMSMutator: ' + self.space.summary()
+
+
+def _outside_leaves(built: List[tuple]) -> List[tuple]:
+    """``built`` (``(module name, adapter)`` with ``build_space``) without the modules inside
+    one whose adapter builds all its widths (a leaf of the trace: a ViT builds its attentions
+    itself), which an adapter with ``build_after_trace`` would build a second time."""
+    leaves = [name for name, adapter in built if not adapter.build_after_trace]
+    return [(name, adapter) for name, adapter in built
+            if not adapter.build_after_trace or
+            not any(leaf == '' or name.startswith(leaf + '.') for leaf in leaves)]
 
 
 def free_param_mask(size: int, ranges: List[tuple]):
