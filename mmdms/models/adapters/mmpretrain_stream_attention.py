@@ -33,11 +33,14 @@ from mmpretrain.models.backbones.twins import (GlobalSubsampledAttention,
 from mmpretrain.models.backbones.xcit import XCA, ClassAttntion
 from mmpretrain.models.utils.attention import BEiTAttention, WindowMSA, WindowMSAV2
 
-from mmdms.models.architectures.pruned_attention import set_pruned_heads
+from mmdms.models.architectures.pruned_attention import attention_scale, set_pruned_heads
+from mmdms.models.layer_rules import LayerCall, register_layer_rule
+from mmdms.models.layer_rules.base import first_input
 from mmdms.models.search_space import mutable_mask
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
-from .searched_attention import HeadsDimsMask, add_traced_attention, convert_searched_attention
+from .searched_attention import (AttentionRule, HeadsDimsMask, add_traced_attention,
+                                 convert_searched_attention)
 
 
 def _head_dims(layer: nn.Linear, parts: int) -> int:
@@ -455,20 +458,32 @@ class HiViTAttentionAdapter(_SearchedHeadsAdapter):
 
 
 def gsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
-    """Twins' ``GlobalSubsampledAttention.forward`` with ``q``'s head width read from ``q``."""
+    """Twins' ``GlobalSubsampledAttention.forward`` with ``q``'s head width read from ``q``;
+    exported with searched heads, with its ``qk_dims`` / ``v_dims`` (``kv`` writes
+    ``[k | v]``) and the supernet's softmax scale (``scale``)."""
     B, N, C = x.shape
-    q = self.q(x).reshape(B, N, self.num_heads,
-                          _head_dims(self.q, self.num_heads)).permute(0, 2, 1, 3)
+    pruned = getattr(self, 'v_dims', None) is not None
+    q_dims = self.qk_dims if pruned else _head_dims(self.q, self.num_heads)
+    q = self.q(x).reshape(B, N, self.num_heads, q_dims).permute(0, 2, 1, 3)
     if self.sr_ratio > 1:
         x = x.permute(0, 2, 1).reshape(B, C, *hw_shape)
         x = self.sr(x)
         x = x.reshape(B, x.shape[1], -1).permute(0, 2, 1)
         x = self.norm(x)
-    kv = self.kv(x).reshape(B, -1, 2, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
-    k, v = kv[0], kv[1]
     attn_drop = self.attn_drop if self.training else 0.
-    x = self.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop)
-    x = x.transpose(1, 2).reshape(B, N, self.embed_dims)
+    if pruned:
+        k, v = self.kv(x).split([self.num_heads * self.qk_dims, self.num_heads * self.v_dims],
+                                dim=-1)
+        k = k.reshape(B, -1, self.num_heads, self.qk_dims).transpose(1, 2)
+        v = v.reshape(B, -1, self.num_heads, self.v_dims).transpose(1, 2)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop, scale=self.scale)
+        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.v_dims)
+    else:
+        kv = self.kv(x).reshape(B, -1, 2, self.num_heads,
+                                self.head_dims).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]
+        x = self.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop)
+        x = x.transpose(1, 2).reshape(B, N, self.embed_dims)
     x = self.out_drop(self.proj_drop(self.proj(x)))
     if self.v_shortcut:
         x = v.squeeze(1) + x
@@ -494,13 +509,19 @@ def lsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
     attn_mask = mask.unsqueeze(2) - mask.unsqueeze(3)
     attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-1000.0)).masked_fill(
         attn_mask == 0, float(0.0))
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
-    qkv = self.qkv(x).reshape(B, _h * _w, self.window_size * self.window_size, 3,
-                              self.num_heads, head_dims).permute(3, 0, 1, 4, 2, 5)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    tokens = self.window_size * self.window_size
+    if getattr(self, 'v_dims', None) is None:
+        head_dims = _head_dims(self.qkv, 3 * self.num_heads)
+        qkv = self.qkv(x).reshape(B, _h * _w, tokens, 3, self.num_heads,
+                                  head_dims).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        width = self.num_heads * head_dims
+    else:  # exported with searched heads: [q | k | v] of qk, qk and v dims per head
+        qk_width, width = self.num_heads * self.qk_dims, self.num_heads * self.v_dims
+        q, k, v = (t.reshape(B, _h * _w, tokens, self.num_heads, -1).permute(0, 1, 3, 2, 4)
+                   for t in self.qkv(x).split([qk_width, qk_width, width], dim=-1))
     attn = (q @ k.transpose(-2, -1)) * self.scale
     attn = self.attn_drop((attn + attn_mask.unsqueeze(2)).softmax(dim=-1))
-    width = self.num_heads * head_dims
     attn = (attn @ v).transpose(2, 3).reshape(B, _h, _w, self.window_size, self.window_size,
                                               width)
     x = attn.transpose(2, 3).reshape(B, _h * self.window_size, _w * self.window_size, width)
@@ -510,30 +531,90 @@ def lsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
     return self.proj_drop(self.proj(x))
 
 
-class PrunedGlobalSubsampledAttention(GlobalSubsampledAttention):
-    """A static Twins GSA whose stream may be narrower than its heads."""
+class PrunedGlobalSubsampledAttention(_PrunedHeads, GlobalSubsampledAttention):
+    """A static Twins GSA whose stream may be narrower than its heads and, converted by
+    :meth:`convert_from`, with the heads and qk / v head dims DMS kept (``q`` and ``kv`` sliced
+    by the export) and the supernet's softmax scale."""
 
     forward = gsa_forward
 
+    @classmethod
+    def convert_from(cls, attn: nn.Module, num_heads: int, qk_dims: int, v_dims: int):
+        scale = attention_scale(attn)  # of the full head dims, read before the change
+        super().convert_from(attn, num_heads, qk_dims, v_dims)
+        attn.scale = scale
+        return attn
 
-class PrunedLocallyGroupedSelfAttention(LocallyGroupedSelfAttention):
-    """A static Twins LSA whose stream may be narrower than its heads."""
+
+class PrunedLocallyGroupedSelfAttention(_PrunedHeads, LocallyGroupedSelfAttention):
+    """A static Twins LSA whose stream may be narrower than its heads and, converted by
+    :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its ``scale`` is the
+    supernet's)."""
 
     forward = lsa_forward
 
 
+def _hw_shape(args: tuple, kwargs: dict) -> Tuple[int, int]:
+    """The ``hw_shape`` argument of a Twins attention's call."""
+    return tuple(args[1] if len(args) > 1 else kwargs['hw_shape'])
+
+
+@register_layer_rule
+class SubsampledAttentionRule(AttentionRule):
+    """Twins' ``GlobalSubsampledAttention``: each of the ``N`` queries attends to the ``M``
+    keys of the feature map sub-sampled by its ``sr`` conv (kernel = stride = ``sr``:
+    ``M = (H // sr) (W // sr)``; ``M = N`` without it), ``heads * (qk + v) * N * M`` MACs."""
+
+    module_types = (GlobalSubsampledAttention, )
+
+    def record_call(self, name: str, module: nn.Module, args: tuple, kwargs: dict,
+                    out) -> LayerCall:
+        x = first_input(args, kwargs)
+        H, W = _hw_shape(args, kwargs)
+        sr = module.sr_ratio
+        keys = (H // sr) * (W // sr) if sr > 1 else x.shape[1]
+        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims, x.shape[1],
+                         in_shape=(keys, x.shape[-1]))
+
+
+@register_layer_rule
+class LocalWindowAttentionRule(AttentionRule):
+    """Twins' ``LocallyGroupedSelfAttention``: the ``H x W`` map is padded to whole windows of
+    ``ws x ws`` tokens, each attending within its window: ``heads * (qk + v) * ws^4`` MACs per
+    window, ``ceil(H / ws) ceil(W / ws)`` windows (padded tokens counted, as they are
+    computed)."""
+
+    module_types = (LocallyGroupedSelfAttention, )
+
+    def record_call(self, name: str, module: nn.Module, args: tuple, kwargs: dict,
+                    out) -> LayerCall:
+        x = first_input(args, kwargs)
+        H, W = _hw_shape(args, kwargs)
+        size = module.window_size
+        windows = math.ceil(H / size) * math.ceil(W / size)
+        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims,
+                         windows * size * size, in_shape=(size * size, x.shape[-1]))
+
+
 @ADAPTERS.register_module()
-class GlobalSubsampledAttentionAdapter(_StreamFreeAdapter):
-    """Twins' global sub-sampled attention."""
+class GlobalSubsampledAttentionAdapter(_SearchedHeadsAdapter):
+    """Twins' global sub-sampled attention: its stream, heads and qk / v head dims (``q``
+    writes ``(heads, qk)``, ``kv`` ``[k | v]``; the heads of one with ``v_shortcut``, which
+    adds its values to its output, stay fixed)."""
 
     module_type = GlobalSubsampledAttention
     forward = staticmethod(gsa_forward)
     pruned = PrunedGlobalSubsampledAttention
 
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+        if not getattr(model.get_submodule(name), 'v_shortcut', False):
+            super().build_space(model, name, space, width_args)
+
 
 @ADAPTERS.register_module()
-class LocallyGroupedSelfAttentionAdapter(_StreamFreeAdapter):
-    """Twins' locally grouped attention."""
+class LocallyGroupedSelfAttentionAdapter(_SearchedHeadsAdapter):
+    """Twins' locally grouped (windowed, padded) attention: its stream, heads and qk / v
+    head dims."""
 
     module_type = LocallyGroupedSelfAttention
     forward = staticmethod(lsa_forward)

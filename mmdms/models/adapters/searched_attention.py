@@ -39,15 +39,20 @@ def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.
 
 class QKVMask:
     """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
-    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``."""
+    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``; with ``parts``
+    (``'q'``, ``'kv'``), over the output of a linear that computes only those (Twins' ``q`` and
+    ``kv``)."""
 
     def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
-                 v: DMSMutableChannel) -> None:
-        self.heads, self.qk, self.v = heads, qk, v
+                 v: DMSMutableChannel, parts: str = 'qkv') -> None:
+        self.heads, self.qk, self.v, self.parts = heads, qk, v, parts
 
     def __call__(self, hard: bool = False) -> torch.Tensor:
         qk = outer_mask(self.heads, self.qk, hard)
-        return torch.cat([qk, qk, outer_mask(self.heads, self.v, hard)])
+        if self.parts == 'q':
+            return qk
+        v = outer_mask(self.heads, self.v, hard)
+        return torch.cat([qk, qk, v] if self.parts == 'qkv' else [qk, v])
 
 
 class HeadsDimsMask:
@@ -113,9 +118,10 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
                          ) -> Optional[AttentionMasks]:
     """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
     tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
-    it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` and whose ``proj``
+    it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` (or whose ``q`` writes
+    ``(num_heads, head_dims)`` and ``kv`` ``(2, num_heads, head_dims)``) and whose ``proj``
     reads ``(num_heads, head_dims)``: the widths ``<name>.heads`` / ``.qk_dims`` / ``.v_dims``,
-    the masks of ``qkv``'s output and ``proj``'s input, the attention and, for each parameter
+    the masks of those layers' outputs and ``proj``'s input, the attention and, for each parameter
     of ``per_head_params`` (name -> its heads axis, e.g. a relative position bias table's
     last) that the attention has, a free parameter sliced with the heads.
 
@@ -125,24 +131,30 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
         there would be applied twice).
     """
     attn = model.get_submodule(name)
-    qkv_name, proj_name = f'{name}.qkv', f'{name}.proj'
-    if space.layer_masks(qkv_name).out_mask(True) is not None or \
+    # the linears that compute q, k, v (one ``qkv``, or Twins' ``q`` and ``kv``) and how many
+    # of the three each writes
+    parts = {'qkv': 3} if hasattr(attn, 'qkv') else {'q': 1, 'kv': 2}
+    proj_name = f'{name}.proj'
+    if any(space.layer_masks(f'{name}.{p}').out_mask(True) is not None for p in parts) or \
             space.layer_masks(proj_name).in_mask(True) is not None:
         return None
     num_heads = attn.num_heads
-    head_dims = attn.qkv.out_features // (3 * num_heads)
-    if 3 * num_heads * head_dims != attn.qkv.out_features or \
-            attn.proj.in_features != num_heads * head_dims:
-        raise ValueError(f"'{name}': qkv writes {attn.qkv.out_features} and proj reads "
-                         f'{attn.proj.in_features} features, not 3 x and 1 x {num_heads} heads '
-                         'of equal dims')
+    head_dims = attn.proj.in_features // num_heads
+    widths = {p: getattr(attn, p).out_features for p in parts}
+    if any(w != n * num_heads * head_dims for w, n in zip(widths.values(), parts.values())):
+        raise ValueError(f"'{name}': {widths} output features and proj's "
+                         f'{attn.proj.in_features} inputs are not {num_heads} heads of equal '
+                         'dims')
     heads, qk, v = head_mutables(width_args, num_heads, head_dims, head_lambda_scale)
-    qkv = replace_with_dms_op(model, qkv_name)
-    qkv.dms_output_mask = QKVMask(heads, qk, v)  # folded into qkv's weight rows and bias
-    space.add_width(f'{name}.heads', heads, [qkv_name, proj_name])
-    space.add_width(f'{name}.qk_dims', qk, [qkv_name])
-    space.add_width(f'{name}.v_dims', v, [qkv_name, proj_name])
-    space.set_layer_masks(qkv_name, out_mask=QKVMask(heads, qk, v))
+    layers = [f'{name}.{p}' for p in parts]
+    for part in parts:
+        layer = replace_with_dms_op(model, f'{name}.{part}')
+        # folded into the layer's weight rows and bias
+        layer.dms_output_mask = QKVMask(heads, qk, v, part)
+        space.set_layer_masks(f'{name}.{part}', out_mask=QKVMask(heads, qk, v, part))
+    space.add_width(f'{name}.heads', heads, layers + [proj_name])
+    space.add_width(f'{name}.qk_dims', qk, list(layers))
+    space.add_width(f'{name}.v_dims', v, layers[-1:] + [proj_name])
     space.set_layer_masks(proj_name, in_mask=HeadsDimsMask(heads, v))
     space.add_attention(name, heads, qk, v)
     for param, axis in (per_head_params or {}).items():

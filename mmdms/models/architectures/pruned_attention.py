@@ -26,19 +26,22 @@ def attention_scale(attn: MultiheadAttention) -> float:
 
 def set_pruned_heads(attn: torch.nn.Module, num_heads: int, qk_dims: int, v_dims: int) -> None:
     """Give ``attn``, an attention whose ``qkv`` (sliced to ``[q | k | v]`` of
-    ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``, ``(num_heads, v_dims)`` outputs) and
-    ``proj`` (``(num_heads, v_dims)`` inputs) are already sliced, those head counts, after
-    checking the layers' widths.
+    ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``, ``(num_heads, v_dims)`` outputs; or a
+    ``q`` and a ``kv`` linear, ``[k | v]``) and ``proj`` (``(num_heads, v_dims)`` inputs) are
+    already sliced, those head counts, after checking the layers' widths.
 
     Raises:
         ValueError: ``qkv`` or ``proj`` has other widths.
     """
-    expected_qkv = num_heads * (2 * qk_dims + v_dims)
-    if attn.qkv.out_features != expected_qkv or attn.proj.in_features != num_heads * v_dims:
+    if hasattr(attn, 'qkv'):
+        expected = dict(qkv=num_heads * (2 * qk_dims + v_dims))
+    else:  # Twins' sub-sampled attention: q from the tokens, k and v from fewer
+        expected = dict(q=num_heads * qk_dims, kv=num_heads * (qk_dims + v_dims))
+    found = {name: getattr(attn, name).out_features for name in expected}
+    if found != expected or attn.proj.in_features != num_heads * v_dims:
         raise ValueError(
-            f'qkv has {attn.qkv.out_features} outputs and proj {attn.proj.in_features} '
-            f'inputs; {num_heads} heads with qk dims {qk_dims} and v dims {v_dims} need '
-            f'{expected_qkv} and {num_heads * v_dims}')
+            f'{found} outputs and proj {attn.proj.in_features} inputs; {num_heads} heads with '
+            f'qk dims {qk_dims} and v dims {v_dims} need {expected} and {num_heads * v_dims}')
     attn.num_heads, attn.qk_dims, attn.v_dims = num_heads, qk_dims, v_dims
 
 

@@ -4,18 +4,17 @@ stream width from their input) is searched, and a random structure exports exact
 attentions' heads and qk / v head dims are searched too (shifted windows included): the
 exported attentions keep fewer heads and dims, their bias tables the kept heads, and the static
 model computes and costs exactly what the hard-masked search model does. So are BEiT's
-(q / v biases, a relative position bias table per layer or one shared by all layers) and
-HiViT's."""
+(q / v biases, a relative position bias table per layer or one shared by all layers), HiViT's
+and Twins' (sub-sampled keys and values; windows over a padded map)."""
 import pytest
 import torch
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
 from mmdms.apis import set_random_structure
-from mmdms.models.adapters.mmpretrain_stream_attention import (BEiTAttention, HiViTAttention,
-                                                               PrunedBEiTAttention,
-                                                               PrunedHiViTAttention,
-                                                               PrunedWindowMSA, WindowMSA,
-                                                               window_msa_forward)
+from mmdms.models.adapters.mmpretrain_stream_attention import (
+    BEiTAttention, GlobalSubsampledAttention, HiViTAttention, LocallyGroupedSelfAttention,
+    PrunedBEiTAttention, PrunedGlobalSubsampledAttention, PrunedHiViTAttention,
+    PrunedLocallyGroupedSelfAttention, PrunedWindowMSA, WindowMSA, window_msa_forward)
 from mmdms.utils import count_macs
 
 SHAPE = (1, 3, 64, 64)
@@ -220,3 +219,36 @@ def test_hivit_heads_are_searched_and_export_exactly():
             full.relative_position_bias_table[:, spec['heads']['indices']], rtol=0, atol=0)
     assert_exact_export(search, subnet, static, SHAPE)
     assert count_macs(static, SHAPE) == subnet['macs']
+
+
+def tiny_twins():
+    """SVT: per stage a windowed attention (3 x 3 windows over 7 x 7 and 3 x 3 maps: the first
+    padded to 9 x 9) and a global one (stage 0's keys and values sub-sampled 2x: 3 x 3 of
+    them for 49 queries); two and four heads of 16 dims."""
+    torch.manual_seed(0)
+    return mmpretrain_classifier(
+        dict(type='SVT', arch=dict(embed_dims=[32, 64], depths=[2, 2], num_heads=[2, 4],
+                                   patch_sizes=[4, 2], strides=[4, 2], mlp_ratios=[2, 2],
+                                   sr_ratios=[2, 1], window_sizes=[3, 3]),
+             out_indices=(1, )), in_channels=64)
+
+
+def test_twins_heads_are_searched_and_export_exactly():
+    shape = (1, 3, 28, 28)
+    search, subnet, static = search_and_export(tiny_twins, shape, seed=5,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_twins()
+    pruned = {GlobalSubsampledAttention: PrunedGlobalSubsampledAttention,
+              LocallyGroupedSelfAttention: PrunedLocallyGroupedSelfAttention}
+    names = {n: type(m) for n, m in supernet.named_modules() if type(m) in pruned}
+    assert sorted(subnet['attentions']) == sorted(names)
+    assert set(names.values()) == set(pruned) and len(names) == 4
+    for name, spec in subnet['attentions'].items():
+        attn, full = static.architecture.get_submodule(name), supernet.get_submodule(name)
+        heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
+        assert isinstance(attn, pruned[names[name]])
+        assert heads == full.num_heads - 1
+        assert (attn.num_heads, attn.qk_dims, attn.v_dims) == (heads, qk, v)
+        assert attn.scale == pytest.approx(16**-0.5)  # the supernet's
+    assert_exact_export(search, subnet, static, shape)
+    assert count_macs(static, shape) == subnet['macs']
