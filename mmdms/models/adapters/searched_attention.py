@@ -1,8 +1,9 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Searched heads and head dims of attentions whose q, k and v come from one ``qkv`` linear
-(paper App. A.1.1), shared by every family adapter that searches them (mmpretrain's ViT
-``MultiheadAttention``, Swin's ``WindowMSA``, Swin-V2's ``WindowMSAV2``, BEiT's and EVA's
-``BEiTAttention``, HiViT's ``Attention``).
+(or Twins' ``q`` and ``kv``; paper App. A.1.1), shared by every family adapter that searches
+them (mmpretrain's ``MultiheadAttention`` in a ViT and elsewhere, Swin's ``WindowMSA``,
+Swin-V2's ``WindowMSAV2``, BEiT's and EVA's ``BEiTAttention``, HiViT's ``Attention``, Twins'
+two attentions in :mod:`.mmpretrain_stream_attention`).
 
 Per attention three mutables: the heads (``lambda = 4 N``, paper App. A.1.1), the qk head dims
 and the v head dims, each head keeping the same dims. They act on ``qkv``'s output rows, laid
@@ -15,7 +16,7 @@ supernet's softmax scale. ``proj`` reads ``(heads, v_dims)`` (:func:`outer_mask`
 :class:`AttentionRule` counts ``heads * (qk + v) * N^2`` MACs for ``q k^T`` and ``attn v`` per
 attention item: one image for a ViT, one window for a window attention (each window is a batch
 item of the attention: ``N`` is a window's tokens, and the count is per window times the
-windows of an image).
+windows of an image); rules derived from it count Twins' sub-sampled keys and padded windows.
 """
 from typing import Dict, Optional, Tuple
 
@@ -69,13 +70,14 @@ class HeadsDimsMask:
 @register_layer_rule
 class AttentionRule(LayerRule):
     """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
-    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``): ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for
-    ``q k^T`` and ``attn v`` (its parameters are its linears' and its free parameters').
+    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``):
+    ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for ``q k^T`` and ``attn v``
+    (its parameters are its linears' and its free parameters').
 
-    The call records ``N`` (the item's tokens) in ``in_shape`` and the tokens of all items of a
-    sample in ``positions`` (the estimator multiplies ``N`` by the items per sample: the
-    windows of a window attention), so the count is ``items * N^2`` per head and dim, not
-    ``(items * N)^2``.
+    The call records the keys each query attends to (``N``, the item's tokens) as
+    ``in_shape[0]`` and the queries of all items of a sample as ``positions`` (the estimator
+    multiplies ``N`` by the items per sample: the windows of a window attention), so the count
+    is ``items * N^2`` per head and dim, not ``(items * N)^2``.
     """
 
     module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention, HiViTAttention)
