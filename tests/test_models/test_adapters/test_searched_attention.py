@@ -2,7 +2,9 @@
 """The searched heads and head dims of a window attention, end to end on one ``WindowMSA``:
 for any heads / dims / windows / shift, the exported attention computes what the hard-masked
 one does, and its MACs (every window's ``q k^T`` and ``attn v``, counted by FlopAnalyzer) and
-parameters (the bias table sliced to the kept heads) are what the estimator states."""
+parameters (the bias table sliced to the kept heads) are what the estimator states. Likewise
+Twins' attentions on any feature map: sub-sampled keys and values (``GlobalSubsampledAttention``)
+and windows over a padded map (``LocallyGroupedSelfAttention``)."""
 import copy
 from types import SimpleNamespace
 
@@ -11,7 +13,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmdms.models.adapters.mmpretrain_stream_attention import PrunedWindowMSA, WindowMSA
+from mmdms.models.adapters.mmpretrain_stream_attention import (
+    GlobalSubsampledAttention, LocallyGroupedSelfAttention, PrunedGlobalSubsampledAttention,
+    PrunedLocallyGroupedSelfAttention, PrunedWindowMSA, WindowMSA)
 from mmdms.models.adapters.searched_attention import add_traced_attention
 from mmdms.models.search_space import SearchSpace
 from mmdms.models.task_modules import DMSResourceEstimator
@@ -78,3 +82,56 @@ def test_window_attention_exports_exactly_and_costs_per_window(num_heads, head_d
                         heads * kept['v_dims']['kept'] * embed) * windows
     assert subnet['macs'] - linears == \
         windows * heads * (kept['qk_dims']['kept'] + kept['v_dims']['kept']) * tokens**2
+
+
+class FeatureMap(nn.Module):
+    """A Twins attention on ``(1, H * W, C)`` tokens of an ``H x W`` map."""
+
+    def __init__(self, attn: nn.Module, hw_shape) -> None:
+        super().__init__()
+        self.attn, self.hw_shape = attn, tuple(hw_shape)
+
+    def forward(self, x: torch.Tensor, mode: str = 'tensor') -> torch.Tensor:
+        return self.attn(x, self.hw_shape)
+
+
+@settings(max_examples=20, deadline=None)
+@given(subsampled=st.booleans(), num_heads=st.integers(1, 3), head_dims=st.integers(1, 4),
+       height=st.integers(1, 7), width=st.integers(1, 7), size=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_twins_attention_exports_exactly_and_costs_its_keys(subsampled, num_heads, head_dims,
+                                                           height, width, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    embed = num_heads * head_dims
+    if subsampled:  # ``size``: the sub-sampling ratio, at most the map's sides
+        size = min(size, height, width)
+        attn = GlobalSubsampledAttention(embed, num_heads, sr_ratio=size)
+    else:  # ``size``: the window side; the map is padded to whole windows
+        attn = LocallyGroupedSelfAttention(embed, num_heads, window_size=size)
+    attn.eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    model = FeatureMap(attn, (height, width)).eval()
+    static = copy.deepcopy(model)
+
+    space = SearchSpace()
+    assert add_traced_attention(model, 'attn', space, {}, 4.0) is not None
+    for mutable in space.dms_mutables():
+        mutable.importance.copy_(torch.rand(mutable.importance.shape, generator=g))
+        mutable.set_kept(int(torch.randint(1, mutable.num_elements + 1, (1, ), generator=g)))
+        mutable.fix_chosen()
+    shape = (1, height * width, embed)
+    estimator = DMSResourceEstimator(input_shape=shape)
+    estimator.prepare(model, space, forward=lambda m, x: m(x))
+    subnet = subnet_from_algorithm(SimpleNamespace(architecture=model, space=space,
+                                                   estimator=estimator))
+    prune_to_subnet(static, subnet)
+
+    assert isinstance(static.attn, PrunedGlobalSubsampledAttention if subsampled else
+                      PrunedLocallyGroupedSelfAttention)
+    x = torch.randn(shape, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x), rtol=1e-4, atol=1e-5)
+    assert count_macs(static, shape) == subnet['macs']
+    assert count_params(static) == subnet['params']
