@@ -220,7 +220,7 @@ class ClassAttntionAdapter(_StreamFreeAdapter):
     pruned = PrunedClassAttntion
 
 
-class _PrunedHeads:
+class PrunedHeadsMixin:
     """A static attention with the heads and qk / v head dims DMS kept (:meth:`convert_from`).
 
     Its softmax scale stays the supernet's (``scale``, ``head_dims ** -0.5``; a cosine
@@ -248,7 +248,7 @@ class _PrunedHeads:
         return attn
 
 
-class PrunedWindowMSA(_PrunedHeads, WindowMSA):
+class PrunedWindowMSA(PrunedHeadsMixin, WindowMSA):
     """A static ``WindowMSA`` whose stream may be narrower than its heads (same state) and,
     converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept:
     ``relative_position_bias_table`` is sliced to the kept heads by the export (a free
@@ -259,7 +259,7 @@ class PrunedWindowMSA(_PrunedHeads, WindowMSA):
     per_head_params = {'relative_position_bias_table': -1}
 
 
-class PrunedBEiTAttention(_PrunedHeads, BEiTAttention):
+class PrunedBEiTAttention(PrunedHeadsMixin, BEiTAttention):
     """A static ``BEiTAttention`` whose stream may be narrower than its heads (same state) and,
     converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its
     ``q_bias`` / ``v_bias`` and relative position bias table sliced by the export)."""
@@ -362,7 +362,7 @@ def window_msa_v2_forward(self, x: torch.Tensor,
     return self.proj_drop(self.proj(x))
 
 
-class PrunedWindowMSAV2(_PrunedHeads, WindowMSAV2):
+class PrunedWindowMSAV2(PrunedHeadsMixin, WindowMSAV2):
     """A static ``WindowMSAV2`` whose stream may be narrower than its heads (same state) and,
     converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept: ``q_bias``,
     ``v_bias``, ``logit_scale`` (axis 0) and ``cpb_mlp``'s last linear (the per-head bias
@@ -439,7 +439,7 @@ def hivit_attention_forward(self, x: torch.Tensor, rpe_index: Optional[torch.Ten
     return self.proj_drop(self.proj(x))
 
 
-class PrunedHiViTAttention(_PrunedHeads, HiViTAttention):
+class PrunedHiViTAttention(PrunedHeadsMixin, HiViTAttention):
     """A static HiViT ``Attention`` whose stream may be narrower than its heads and,
     converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its
     relative position bias table sliced to them by the export)."""
@@ -531,7 +531,7 @@ def lsa_forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
     return self.proj_drop(self.proj(x))
 
 
-class PrunedGlobalSubsampledAttention(_PrunedHeads, GlobalSubsampledAttention):
+class PrunedGlobalSubsampledAttention(PrunedHeadsMixin, GlobalSubsampledAttention):
     """A static Twins GSA whose stream may be narrower than its heads and, converted by
     :meth:`convert_from`, with the heads and qk / v head dims DMS kept (``q`` and ``kv`` sliced
     by the export) and the supernet's softmax scale."""
@@ -546,7 +546,7 @@ class PrunedGlobalSubsampledAttention(_PrunedHeads, GlobalSubsampledAttention):
         return attn
 
 
-class PrunedLocallyGroupedSelfAttention(_PrunedHeads, LocallyGroupedSelfAttention):
+class PrunedLocallyGroupedSelfAttention(PrunedHeadsMixin, LocallyGroupedSelfAttention):
     """A static Twins LSA whose stream may be narrower than its heads and, converted by
     :meth:`convert_from`, with the heads and qk / v head dims DMS kept (its ``scale`` is the
     supernet's)."""

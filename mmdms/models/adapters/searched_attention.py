@@ -23,8 +23,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
-from mmpretrain.models.utils.attention import (BEiTAttention, MultiheadAttention, WindowMSA,
-                                              WindowMSAV2)
+from mmpretrain.models.utils.attention import (BEiTAttention, LeAttention, MultiheadAttention,
+                                              WindowMSA, WindowMSAV2)
 
 from mmdms.models.layer_rules import (LayerCall, LayerRule, MaskReader, register_layer_rule,
                                       replace_with_dms_op)
@@ -42,7 +42,8 @@ class QKVMask:
     """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
     ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``; with ``parts``
     (``'q'``, ``'kv'``), over the output of a linear that computes only those (Twins' ``q`` and
-    ``kv``)."""
+    ``kv``); with ``'per_head'``, over ``(heads, [q | k | v])`` features (TinyViT's
+    ``LeAttention``)."""
 
     def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
                  v: DMSMutableChannel, parts: str = 'qkv') -> None:
@@ -53,6 +54,10 @@ class QKVMask:
         if self.parts == 'q':
             return qk
         v = outer_mask(self.heads, self.v, hard)
+        if self.parts == 'per_head':
+            heads = self.heads.num_channels
+            qk = qk.view(heads, -1)
+            return torch.cat([qk, qk, v.view(heads, -1)], dim=1).flatten()
         return torch.cat([qk, qk, v] if self.parts == 'qkv' else [qk, v])
 
 
@@ -70,7 +75,7 @@ class HeadsDimsMask:
 @register_layer_rule
 class AttentionRule(LayerRule):
     """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
-    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``):
+    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``, ``LeAttention``):
     ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for ``q k^T`` and ``attn v``
     (its parameters are its linears' and its free parameters').
 
@@ -80,7 +85,8 @@ class AttentionRule(LayerRule):
     is ``items * N^2`` per head and dim, not ``(items * N)^2``.
     """
 
-    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention, HiViTAttention)
+    module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention, HiViTAttention,
+                    LeAttention)
     kind = 'attention'
     owns_params = False
 
@@ -102,22 +108,26 @@ class AttentionRule(LayerRule):
         return heads * (qk + v) * call.positions * call.in_shape[0]
 
 
-def head_mutables(width_args: Dict, num_heads: int, head_dims: int,
-                  head_lambda_scale: float) -> Tuple[DMSMutableChannel, ...]:
-    """``(heads, qk_dims, v_dims)`` mutables of one attention. Heads are whole elements
-    (``step`` 1, at least one kept) with ``lambda`` scaled by ``head_lambda_scale``; the head
-    dims take ``width_args`` with their ``min_width`` capped at ``head_dims``."""
+def head_mutables(width_args: Dict, num_heads: int, qk_dims: int, head_lambda_scale: float,
+                  v_dims: Optional[int] = None) -> Tuple[DMSMutableChannel, ...]:
+    """``(heads, qk_dims, v_dims)`` mutables of one attention (``v_dims``: ``qk_dims`` unless
+    given). Heads are whole elements (``step`` 1, at least one kept) with ``lambda`` scaled by
+    ``head_lambda_scale``; the head dims take ``width_args`` with their ``min_width`` capped at
+    their size."""
     heads = DMSMutableChannel(num_heads, **dict(width_args, step=1, min_width=1,
                                                 lambda_scale=head_lambda_scale))
-    dim_args = dict(width_args, min_width=min(width_args.get('min_width', 1), head_dims))
-    return heads, DMSMutableChannel(head_dims, **dim_args), DMSMutableChannel(head_dims,
-                                                                              **dim_args)
+
+    def dims(size: int) -> DMSMutableChannel:
+        return DMSMutableChannel(size, **dict(width_args, min_width=min(
+            width_args.get('min_width', 1), size)))
+
+    return heads, dims(qk_dims), dims(qk_dims if v_dims is None else v_dims)
 
 
 def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
                          head_lambda_scale: float,
-                         per_head_params: Optional[Dict[str, int]] = None
-                         ) -> Optional[AttentionMasks]:
+                         per_head_params: Optional[Dict[str, int]] = None,
+                         per_head_layout: bool = False) -> Optional[AttentionMasks]:
     """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
     tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
     it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` (or whose ``q`` writes
@@ -125,7 +135,9 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     reads ``(num_heads, head_dims)``: the widths ``<name>.heads`` / ``.qk_dims`` / ``.v_dims``,
     the masks of those layers' outputs and ``proj``'s input, the attention and, for each parameter
     of ``per_head_params`` (name -> its heads axis, e.g. a relative position bias table's
-    last) that the attention has, a free parameter sliced with the heads.
+    last) that the attention has, a free parameter sliced with the heads. With
+    ``per_head_layout``, ``qkv`` writes ``(num_heads, [q | k | v])`` instead, of the
+    attention's ``key_dim`` qk and ``d`` v dims (TinyViT's ``LeAttention``).
 
     Returns:
         AttentionMasks | None: the attention's mutables; None, leaving the attention as
@@ -141,19 +153,24 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
             space.layer_masks(proj_name).in_mask(True) is not None:
         return None
     num_heads = attn.num_heads
-    head_dims = attn.proj.in_features // num_heads
+    v_dims = attn.proj.in_features // num_heads
+    qk_dims = attn.key_dim if per_head_layout else v_dims
     widths = {p: getattr(attn, p).out_features for p in parts}
-    if any(w != n * num_heads * head_dims for w, n in zip(widths.values(), parts.values())):
+    expected = {'qkv': num_heads * (2 * qk_dims + v_dims), 'q': num_heads * qk_dims,
+                'kv': num_heads * (qk_dims + v_dims)}
+    if any(w != expected[p] for p, w in widths.items()) or \
+            attn.proj.in_features != num_heads * v_dims:
         raise ValueError(f"'{name}': {widths} output features and proj's "
-                         f'{attn.proj.in_features} inputs are not {num_heads} heads of equal '
-                         'dims')
-    heads, qk, v = head_mutables(width_args, num_heads, head_dims, head_lambda_scale)
+                         f'{attn.proj.in_features} inputs are not {num_heads} heads of '
+                         f'{qk_dims} qk and {v_dims} v dims')
+    heads, qk, v = head_mutables(width_args, num_heads, qk_dims, head_lambda_scale, v_dims)
     layers = [f'{name}.{p}' for p in parts]
     for part in parts:
+        layout = 'per_head' if per_head_layout else part
         layer = replace_with_dms_op(model, f'{name}.{part}')
         # folded into the layer's weight rows and bias
-        layer.dms_output_mask = QKVMask(heads, qk, v, part)
-        space.set_layer_masks(f'{name}.{part}', out_mask=QKVMask(heads, qk, v, part))
+        layer.dms_output_mask = QKVMask(heads, qk, v, layout)
+        space.set_layer_masks(f'{name}.{part}', out_mask=QKVMask(heads, qk, v, layout))
     space.add_width(f'{name}.heads', heads, layers + [proj_name])
     space.add_width(f'{name}.qk_dims', qk, list(layers))
     space.add_width(f'{name}.v_dims', v, layers[-1:] + [proj_name])
