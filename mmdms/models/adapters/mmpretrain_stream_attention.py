@@ -161,15 +161,17 @@ def xca_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def class_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     """``ClassAttntion.forward`` (XCiT's class attention) with the head width taken from its
-    ``q`` / ``k`` / ``v`` outputs, not ``x``."""
+    ``q`` / ``k`` / ``v`` outputs, not ``x`` (exported with searched heads: its ``qk_dims`` /
+    ``v_dims``)."""
     B, N, _ = x.shape
-    head_dims = _head_dims(self.q, self.num_heads)
-    q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, self.num_heads, head_dims).permute(0, 2, 1, 3)
-    k = self.k(x).reshape(B, N, self.num_heads, head_dims).permute(0, 2, 1, 3)
+    qk_dims = getattr(self, 'qk_dims', None) or _head_dims(self.q, self.num_heads)
+    v_dims = getattr(self, 'v_dims', None) or _head_dims(self.v, self.num_heads)
+    q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, self.num_heads, qk_dims).permute(0, 2, 1, 3)
+    k = self.k(x).reshape(B, N, self.num_heads, qk_dims).permute(0, 2, 1, 3)
     q = q * self.scale
-    v = self.v(x).reshape(B, N, self.num_heads, head_dims).permute(0, 2, 1, 3)
+    v = self.v(x).reshape(B, N, self.num_heads, v_dims).permute(0, 2, 1, 3)
     attn = self.attn_drop((q @ k.transpose(-2, -1)).softmax(dim=-1))
-    x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, self.num_heads * head_dims)
+    x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, self.num_heads * v_dims)
     return self.proj_drop(self.proj(x_cls))
 
 
@@ -196,10 +198,6 @@ class PrunedXCA(XCA):
     forward = xca_forward
 
 
-class PrunedClassAttntion(ClassAttntion):
-    """A static ``ClassAttntion`` whose stream may be narrower than its heads (same state)."""
-
-    forward = class_attention_forward
 
 
 @ADAPTERS.register_module()
@@ -211,13 +209,6 @@ class XCAAdapter(_StreamFreeAdapter):
     pruned = PrunedXCA
 
 
-@ADAPTERS.register_module()
-class ClassAttntionAdapter(_StreamFreeAdapter):
-    """XCiT's class attention."""
-
-    module_type = ClassAttntion
-    forward = staticmethod(class_attention_forward)
-    pruned = PrunedClassAttntion
 
 
 class PrunedHeadsMixin:
@@ -320,6 +311,35 @@ class _SearchedHeadsAdapter(_StreamFreeAdapter):
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         if not convert_searched_attention(module, name, subnet, self.pruned):
             super().static_rule(module, name, subnet)
+
+
+class PrunedClassAttntion(PrunedHeadsMixin, ClassAttntion):
+    """A static ``ClassAttntion`` whose stream may be narrower than its heads (same state)
+    and, converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept."""
+
+    forward = class_attention_forward
+
+
+@register_layer_rule
+class ClassAttentionRule(AttentionRule):
+    """XCiT's ``ClassAttntion``: one query (the class token) attends to all ``N`` tokens,
+    ``heads * (qk + v) * N`` MACs."""
+
+    module_types = (ClassAttntion, )
+
+    def record(self, name: str, module: nn.Module, x: torch.Tensor, out) -> LayerCall:
+        return LayerCall(name, self.kind, x.shape[-1], x.shape[-1], 1,
+                         in_shape=tuple(x.shape[1:]))
+
+
+@ADAPTERS.register_module()
+class ClassAttntionAdapter(_SearchedHeadsAdapter):
+    """XCiT's class attention: its stream, heads and qk / v head dims (``q``, ``k`` and ``v``
+    are three linears)."""
+
+    module_type = ClassAttntion
+    forward = staticmethod(class_attention_forward)
+    pruned = PrunedClassAttntion
 
 
 @ADAPTERS.register_module()

@@ -41,24 +41,24 @@ def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.
 class QKVMask:
     """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
     ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``; with ``parts``
-    (``'q'``, ``'kv'``), over the output of a linear that computes only those (Twins' ``q`` and
-    ``kv``); with ``'per_head'``, over ``(heads, [q | k | v])`` features (TinyViT's
-    ``LeAttention``)."""
+    (``'q'``, ``'kv'``, ``'k'``, ``'v'``), over the output of a linear that computes only those
+    (Twins' ``q`` and ``kv``, XCiT's class attention's ``q``, ``k`` and ``v``); with
+    ``'per_head'``, over ``(heads, [q | k | v])`` features (TinyViT's ``LeAttention``)."""
 
     def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
                  v: DMSMutableChannel, parts: str = 'qkv') -> None:
         self.heads, self.qk, self.v, self.parts = heads, qk, v, parts
 
     def __call__(self, hard: bool = False) -> torch.Tensor:
-        qk = outer_mask(self.heads, self.qk, hard)
-        if self.parts == 'q':
-            return qk
-        v = outer_mask(self.heads, self.v, hard)
         if self.parts == 'per_head':
             heads = self.heads.num_channels
-            qk = qk.view(heads, -1)
-            return torch.cat([qk, qk, v.view(heads, -1)], dim=1).flatten()
-        return torch.cat([qk, qk, v] if self.parts == 'qkv' else [qk, v])
+            qk = outer_mask(self.heads, self.qk, hard).view(heads, -1)
+            v = outer_mask(self.heads, self.v, hard).view(heads, -1)
+            return torch.cat([qk, qk, v], dim=1).flatten()
+        qk = outer_mask(self.heads, self.qk, hard) if self.parts != 'v' else None
+        v = outer_mask(self.heads, self.v, hard) if 'v' in self.parts else None
+        masks = [v if part == 'v' else qk for part in self.parts]
+        return masks[0] if len(masks) == 1 else torch.cat(masks)
 
 
 class HeadsDimsMask:
@@ -131,7 +131,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
     tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
     it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` (or whose ``q`` writes
-    ``(num_heads, head_dims)`` and ``kv`` ``(2, num_heads, head_dims)``) and whose ``proj``
+    ``(num_heads, head_dims)`` and ``kv`` ``(2, num_heads, head_dims)``, or ``q``, ``k``, ``v``
+    each ``(num_heads, head_dims)``) and whose ``proj``
     reads ``(num_heads, head_dims)``: the widths ``<name>.heads`` / ``.qk_dims`` / ``.v_dims``,
     the masks of those layers' outputs and ``proj``'s input, the attention and, for each parameter
     of ``per_head_params`` (name -> its heads axis, e.g. a relative position bias table's
@@ -145,9 +146,10 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
         there would be applied twice).
     """
     attn = model.get_submodule(name)
-    # the linears that compute q, k, v (one ``qkv``, or Twins' ``q`` and ``kv``) and how many
-    # of the three each writes
-    parts = {'qkv': 3} if hasattr(attn, 'qkv') else {'q': 1, 'kv': 2}
+    # the linears that compute q, k and v: one ``qkv``, Twins' ``q`` and ``kv``, or XCiT's
+    # class attention's ``q``, ``k`` and ``v``
+    parts = ['qkv'] if hasattr(attn, 'qkv') else ['q', 'kv'] if hasattr(attn, 'kv') else \
+        ['q', 'k', 'v']
     proj_name = f'{name}.proj'
     if any(space.layer_masks(f'{name}.{p}').out_mask(True) is not None for p in parts) or \
             space.layer_masks(proj_name).in_mask(True) is not None:
@@ -156,9 +158,9 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     v_dims = attn.proj.in_features // num_heads
     qk_dims = attn.key_dim if per_head_layout else v_dims
     widths = {p: getattr(attn, p).out_features for p in parts}
-    expected = {'qkv': num_heads * (2 * qk_dims + v_dims), 'q': num_heads * qk_dims,
-                'kv': num_heads * (qk_dims + v_dims)}
-    if any(w != expected[p] for p, w in widths.items()) or \
+    expected = {part: num_heads * sum(v_dims if c == 'v' else qk_dims for c in part)
+                for part in parts}
+    if widths != expected or \
             attn.proj.in_features != num_heads * v_dims:
         raise ValueError(f"'{name}': {widths} output features and proj's "
                          f'{attn.proj.in_features} inputs are not {num_heads} heads of '
@@ -172,8 +174,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
         layer.dms_output_mask = QKVMask(heads, qk, v, layout)
         space.set_layer_masks(f'{name}.{part}', out_mask=QKVMask(heads, qk, v, layout))
     space.add_width(f'{name}.heads', heads, layers + [proj_name])
-    space.add_width(f'{name}.qk_dims', qk, list(layers))
-    space.add_width(f'{name}.v_dims', v, layers[-1:] + [proj_name])
+    space.add_width(f'{name}.qk_dims', qk, [f'{name}.{p}' for p in parts if p != 'v'])
+    space.add_width(f'{name}.v_dims', v, [f'{name}.{p}' for p in parts if 'v' in p] + [proj_name])
     space.set_layer_masks(proj_name, in_mask=HeadsDimsMask(heads, v))
     space.add_attention(name, heads, qk, v)
     for param, axis in (per_head_params or {}).items():

@@ -27,16 +27,19 @@ def attention_scale(attn: MultiheadAttention) -> float:
 def set_pruned_heads(attn: torch.nn.Module, num_heads: int, qk_dims: int, v_dims: int) -> None:
     """Give ``attn``, an attention whose ``qkv`` (sliced to ``[q | k | v]`` of
     ``(num_heads, qk_dims)``, ``(num_heads, qk_dims)``, ``(num_heads, v_dims)`` outputs; or a
-    ``q`` and a ``kv`` linear, ``[k | v]``) and ``proj`` (``(num_heads, v_dims)`` inputs) are
-    already sliced, those head counts, after checking the layers' widths.
+    ``q`` and a ``kv`` linear, ``[k | v]``; or ``q``, ``k`` and ``v`` linears) and ``proj``
+    (``(num_heads, v_dims)`` inputs) are already sliced, those head counts, after checking the
+    layers' widths.
 
     Raises:
         ValueError: ``qkv`` or ``proj`` has other widths.
     """
     if hasattr(attn, 'qkv'):
         expected = dict(qkv=num_heads * (2 * qk_dims + v_dims))
-    else:  # Twins' sub-sampled attention: q from the tokens, k and v from fewer
+    elif hasattr(attn, 'kv'):  # Twins' sub-sampled attention: q from the tokens, k, v from fewer
         expected = dict(q=num_heads * qk_dims, kv=num_heads * (qk_dims + v_dims))
+    else:  # XCiT's class attention: three linears
+        expected = dict(q=num_heads * qk_dims, k=num_heads * qk_dims, v=num_heads * v_dims)
     found = {name: getattr(attn, name).out_features for name in expected}
     if found != expected or attn.proj.in_features != num_heads * v_dims:
         raise ValueError(

@@ -4,17 +4,19 @@ stream width from their input) is searched, and a random structure exports exact
 attentions' heads and qk / v head dims are searched too (shifted windows included): the
 exported attentions keep fewer heads and dims, their bias tables the kept heads, and the static
 model computes and costs exactly what the hard-masked search model does. So are BEiT's
-(q / v biases, a relative position bias table per layer or one shared by all layers), HiViT's
-and Twins' (sub-sampled keys and values; windows over a padded map)."""
+(q / v biases, a relative position bias table per layer or one shared by all layers), HiViT's,
+Twins' (sub-sampled keys and values; windows over a padded map) and XCiT's class attention (one
+query, three linears; its cross-covariance attention keeps its heads)."""
 import pytest
 import torch
 
 from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
 from mmdms.apis import set_random_structure
 from mmdms.models.adapters.mmpretrain_stream_attention import (
-    BEiTAttention, GlobalSubsampledAttention, HiViTAttention, LocallyGroupedSelfAttention,
-    PrunedBEiTAttention, PrunedGlobalSubsampledAttention, PrunedHiViTAttention,
-    PrunedLocallyGroupedSelfAttention, PrunedWindowMSA, WindowMSA, window_msa_forward)
+    BEiTAttention, ClassAttntion, GlobalSubsampledAttention, HiViTAttention,
+    LocallyGroupedSelfAttention, PrunedBEiTAttention, PrunedClassAttntion,
+    PrunedGlobalSubsampledAttention, PrunedHiViTAttention, PrunedLocallyGroupedSelfAttention,
+    PrunedWindowMSA, WindowMSA, window_msa_forward)
 from mmdms.utils import count_macs
 
 SHAPE = (1, 3, 64, 64)
@@ -250,5 +252,31 @@ def test_twins_heads_are_searched_and_export_exactly():
         assert heads == full.num_heads - 1
         assert (attn.num_heads, attn.qk_dims, attn.v_dims) == (heads, qk, v)
         assert attn.scale == pytest.approx(16**-0.5)  # the supernet's
+    assert_exact_export(search, subnet, static, shape)
+    assert count_macs(static, shape) == subnet['macs']
+
+
+def tiny_xcit():
+    """Two cross-covariance layers and two class-attention layers of four heads of 8 dims."""
+    torch.manual_seed(0)
+    return mmpretrain_classifier(
+        dict(type='XCiT', img_size=32, patch_size=8, embed_dims=32, depth=2, cls_attn_layers=2,
+             num_heads=4), in_channels=32, neck=None)
+
+
+def test_xcit_class_attention_heads_are_searched_and_export_exactly():
+    shape = (1, 3, 32, 32)
+    search, subnet, static = search_and_export(tiny_xcit, shape, seed=6,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_xcit()
+    names = [n for n, m in supernet.named_modules() if type(m) is ClassAttntion]
+    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 2
+    for name, spec in subnet['attentions'].items():
+        attn = static.architecture.get_submodule(name)
+        heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
+        assert isinstance(attn, PrunedClassAttntion) and heads == 3
+        assert (attn.q.out_features, attn.k.out_features, attn.v.out_features,
+                attn.proj.in_features) == (heads * qk, heads * qk, heads * v, heads * v)
+        assert attn.scale == 8**-0.5
     assert_exact_export(search, subnet, static, shape)
     assert count_macs(static, shape) == subnet['macs']
