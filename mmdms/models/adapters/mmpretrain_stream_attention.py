@@ -198,8 +198,6 @@ class PrunedXCA(XCA):
     forward = xca_forward
 
 
-
-
 @ADAPTERS.register_module()
 class XCAAdapter(_StreamFreeAdapter):
     """XCiT's cross-covariance attention."""
@@ -207,8 +205,6 @@ class XCAAdapter(_StreamFreeAdapter):
     module_type = XCA
     forward = staticmethod(xca_forward)
     pruned = PrunedXCA
-
-
 
 
 class PrunedHeadsMixin:
