@@ -5,13 +5,13 @@ import importlib.util
 from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_for,
                    adapters_with, import_module_type, registered_adapters, residual_predicate)
 from . import mmdet_two_stage  # noqa: F401,E402
+from . import mmpretrain_attention_biases  # noqa: F401,E402
 from . import mmpretrain_eva02  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
 from . import mmpretrain_stream_attention  # noqa: F401,E402
 from . import mmpretrain_swin  # noqa: F401,E402
-from . import mmpretrain_tinyvit  # noqa: F401,E402
 from . import mmpretrain_van  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
 from . import vision_transformer  # noqa: F401,E402

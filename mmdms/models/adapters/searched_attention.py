@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmpretrain.models.backbones.efficientformer import AttentionWithBias
 from mmpretrain.models.backbones.hivit import Attention as HiViTAttention
 from mmpretrain.models.utils.attention import (BEiTAttention, LeAttention, MultiheadAttention,
                                               WindowMSA, WindowMSAV2)
@@ -75,7 +76,8 @@ class HeadsDimsMask:
 @register_layer_rule
 class AttentionRule(LayerRule):
     """An attention whose heads and head dims are searched (mmpretrain's ``MultiheadAttention``,
-    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``, ``LeAttention``):
+    ``WindowMSA``, ``WindowMSAV2``, ``BEiTAttention``, HiViT's ``Attention``, ``LeAttention``,
+    EfficientFormer's ``AttentionWithBias``):
     ``heads * (qk_dims + v_dims) * N^2`` MACs per attention item for ``q k^T`` and ``attn v``
     (its parameters are its linears' and its free parameters').
 
@@ -86,7 +88,7 @@ class AttentionRule(LayerRule):
     """
 
     module_types = (MultiheadAttention, WindowMSA, WindowMSAV2, BEiTAttention, HiViTAttention,
-                    LeAttention)
+                    LeAttention, AttentionWithBias)
     kind = 'attention'
     owns_params = False
 
@@ -138,7 +140,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     of ``per_head_params`` (name -> its heads axis, e.g. a relative position bias table's
     last) that the attention has, a free parameter sliced with the heads. With
     ``per_head_layout``, ``qkv`` writes ``(num_heads, [q | k | v])`` instead, of the
-    attention's ``key_dim`` qk and ``d`` v dims (TinyViT's ``LeAttention``).
+    attention's ``key_dim`` qk and ``d`` v dims (TinyViT's ``LeAttention``, EfficientFormer's
+    ``AttentionWithBias``).
 
     Returns:
         AttentionMasks | None: the attention's mutables; None, leaving the attention as
