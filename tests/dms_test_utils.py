@@ -159,16 +159,18 @@ def mmpretrain_classifier(backbone, num_classes=10, in_channels=None, neck='Glob
     return PRETRAIN_MODELS.build(cfg).eval()
 
 
-def search_and_export(make_model, shape, seed=0, **mutator):
-    """The DMS search model of ``make_model()`` traced at ``shape``, a random structure, and
-    its static subnet (``make_model()`` again, loaded with the search weights, pruned to the
-    subnet): ``(search, subnet, static)``."""
+def search_and_export(make_model, shape, seed=0, structure=None, **mutator):
+    """The DMS search model of ``make_model()`` traced at ``shape``, a random structure
+    (then changed by ``structure(search)``, if given), and its static subnet (``make_model()``
+    again, loaded with the search weights, pruned to the subnet): ``(search, subnet, static)``."""
     from mmdms.models import DMS, DMSSubnet
     from mmdms.structures import subnet_from_algorithm
     from mmdms.utils import load_state_dict_strictly
     search = DMS(make_model(), mutator=dict(type='DMSMutator', parse_cfg=dict(
         type='ChannelAnalyzer', demo_input=tuple(shape), tracer_type='FxTracer'), **mutator))
     randomize_structure(search.eval(), seed=seed)
+    if structure is not None:
+        structure(search)
     subnet = subnet_from_algorithm(search)
     architecture = make_model()
     load_state_dict_strictly(architecture, search.architecture.state_dict())

@@ -14,7 +14,8 @@ the hooks, the uniform baselines and the structure plot. All keys are module nam
 * ``layers``: per masked layer the mask over its input and output channels;
 * ``attentions``: per searched attention the mutables of its heads and qk / v head dims;
 * ``params``: parameters owned by no layer (a ViT's class token, position embedding) whose last
-  axis is a searched width;
+  axis (or the axis ``param_axes`` names: Swin-V2's per-head ``logit_scale``, ``(heads, 1, 1)``)
+  is a searched width;
 * ``blocks``: every depth-searched block with its stage's mutable and its index in the stage.
 """
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class SearchSpace:
     layers: Dict[str, LayerMasks] = field(default_factory=dict)
     attentions: Dict[str, AttentionMasks] = field(default_factory=dict)
     params: Dict[str, MaskFn] = field(default_factory=dict)
+    #: The searched axis of each parameter of ``params`` whose axis is not the last.
+    param_axes: Dict[str, int] = field(default_factory=dict)
     blocks: Dict[str, Tuple[nn.Module, int]] = field(default_factory=dict)
     #: Convs whose input mask their BatchNorm applies (the masks of ``layers`` are unchanged).
     folded_convs: List[str] = field(default_factory=list)
@@ -136,9 +139,17 @@ class SearchSpace:
                       v_dims: nn.Module) -> None:
         self.attentions[name] = AttentionMasks(heads, qk_dims, v_dims)
 
-    def add_param(self, name: str, mask: MaskFn) -> None:
-        """A parameter owned by no layer whose last axis ``mask`` searches."""
+    def add_param(self, name: str, mask: MaskFn, axis: int = -1) -> None:
+        """A parameter owned by no layer whose last axis (or ``axis``) ``mask`` searches."""
         self.params[name] = mask
+        if axis != -1:
+            self.param_axes[name] = axis
+        else:
+            self.param_axes.pop(name, None)
+
+    def param_axis(self, name: str) -> int:
+        """The searched axis of free parameter ``name`` (-1: the last)."""
+        return self.param_axes.get(name, -1)
 
     def set_coverage(self, model: nn.Module, searchable: List[Tuple[str, nn.Module]]) -> None:
         """Record which of the ``searchable`` (conv / linear) layers no width covers."""

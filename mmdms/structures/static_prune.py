@@ -54,9 +54,9 @@ def check_subnet_fits(model: nn.Module, subnet: Dict) -> None:
     for name, spec in subnet.get('free_params', {}).items():
         if name not in params:
             problems.append(f"no parameter '{name}'")
-        elif params[name].shape[-1] != spec['size']:
-            problems.append(f"'{name}' has last axis {params[name].shape[-1]}, the subnet "
-                            f"{spec['size']}")
+        elif params[name].shape[spec.get('axis', -1)] != spec['size']:
+            problems.append(f"'{name}' has {params[name].shape[spec.get('axis', -1)]} entries "
+                            f"on axis {spec.get('axis', -1)}, the subnet {spec['size']}")
     if problems:
         shown = problems[:20] + ([f'... and {len(problems) - 20} more'] if len(problems) > 20
                                  else [])
@@ -92,7 +92,7 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
             continue  # a layer scale of a removed block went with it
         owner_name, _, attr = name.rpartition('.')
         owner = model.get_submodule(owner_name) if owner_name else model
-        select_param(owner, attr, -1, spec['kept'])
+        select_param(owner, attr, spec.get('axis', -1), spec['kept'])
     for name, module in list(model.named_modules()):
         adapter = adapter_for(module, 'static_rule')
         if adapter is not None and not in_removed_block(name, subnet):

@@ -20,7 +20,8 @@ from, so the exported structure and its counted cost cannot disagree. The dict s
 * ``layers``: per masked conv / linear / norm layer (in model order) its type, its layer rule's
   kind, channel counts and kept input and output channel indices (``null``: all kept);
   ``free_params``: parameters owned by no layer
-  (ViT class token, position embedding) with the kept indices of their last axis.
+  (ViT class token, position embedding) with the kept indices of their last axis (of ``axis``
+  where it is given).
 
 The static model is then a pure function of the architecture config and this dict
 (:func:`~mmdms.structures.static_prune.prune_to_subnet`).
@@ -105,8 +106,11 @@ def subnet_from_algorithm(algorithm) -> Dict:
 
     free_params = {}
     for name, fn in space.params.items():
-        size = params[name].shape[-1]
+        axis = space.param_axis(name)
+        size = params[name].shape[axis]
         free_params[name] = dict(size=size, kept=kept_indices(fn(True), size, f"'{name}'"))
+        if axis != -1:  # (absent: the last axis, as in subnets written before axes existed)
+            free_params[name]['axis'] = axis
 
     supernet = dict(macs=_count(estimator.estimate('macs', full=True)),
                     params=_count(estimator.estimate('params', full=True)))

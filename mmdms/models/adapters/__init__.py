@@ -6,6 +6,7 @@ from .base import (CAPABILITIES, FamilyAdapter, ResidualBlockAdapter, adapter_fo
                    adapters_with, import_module_type, registered_adapters, residual_predicate)
 from . import mmdet_two_stage  # noqa: F401,E402
 from . import mmpretrain_davit  # noqa: F401,E402
+from . import mmpretrain_attention_biases  # noqa: F401,E402
 from . import mmpretrain_eva02  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402

@@ -11,7 +11,10 @@ package is not installed). It overrides what its family needs, and nothing else:
   ``g(x) = x + f(x)``, whose depth DMS may search;
 * :meth:`FamilyAdapter.build_space`: build the module's widths from its known layout instead
   of tracing it (the tracer then treats the module as a leaf), writing them into the
-  :class:`~mmdms.models.search_space.SearchSpace`;
+  :class:`~mmdms.models.search_space.SearchSpace`; with :attr:`FamilyAdapter.build_after_trace`
+  the tracer still enters the module and ``build_space`` adds, after the traced widths, the
+  widths inside it that tracing keeps fixed (a window attention's heads and head dims, whose
+  ``qkv`` reads a traced stream);
 * :meth:`FamilyAdapter.static_rule`: after the export sliced the module's layers, make the
   module consistent with them (split sizes, pruned attention shapes);
 * :meth:`FamilyAdapter.tensor_forward`: for a whole model, the network forward mmdms runs on a
@@ -51,10 +54,14 @@ class FamilyAdapter:
         match_subclasses (bool): also apply to subclasses (the most derived adapter wins);
             False: only to instances of exactly ``module_type`` (e.g. a traceable forward that a
             subclass may have made wrong).
+        build_after_trace (bool): :meth:`build_space` only adds widths inside a module that
+            the channel tracer still enters (it is no leaf of the trace): it runs after the
+            traced widths are in the space, and may read their layer masks.
     """
 
     module_type: Union[type, str, None] = None
     match_subclasses = True
+    build_after_trace = False
 
     def handles(self, module: nn.Module) -> bool:
         """Whether the adapter applies to this instance of its type (default: every one); one
@@ -75,7 +82,8 @@ class FamilyAdapter:
     def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
         """Make the layers of module ``name`` of ``model`` read DMS masks, and write the widths,
         layer masks, attentions and free parameters into ``space``. ``width_args``: the
-        arguments of every :class:`~mmdms.models.mutables.DMSMutableChannel`."""
+        arguments of every :class:`~mmdms.models.mutables.DMSMutableChannel`. The module is a
+        leaf of the channel trace unless :attr:`build_after_trace`."""
         raise NotImplementedError
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:

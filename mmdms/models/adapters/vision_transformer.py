@@ -11,8 +11,9 @@ layout is regular, so the space is built directly (paper App. A.1.1):
   the class / distillation token and the position embedding;
 * per attention, the number of heads (lambda = 4N) and the qk and v head dims:
   ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``; the attention's
-  ``heads * (qk + v) * N^2`` MACs are counted by :class:`AttentionRule`, and the export makes it
-  a :class:`~mmdms.models.architectures.PrunedMultiheadAttention`;
+  ``heads * (qk + v) * N^2`` MACs are counted by
+  :class:`~mmdms.models.adapters.searched_attention.AttentionRule`, and the export makes it a
+  :class:`~mmdms.models.architectures.PrunedMultiheadAttention`;
 * per FFN, the hidden width: the second linear reads its input through it.
 
 Transformer encoder layers are identity-residual blocks (depth).
@@ -28,19 +29,25 @@ from mmpretrain.models.utils.attention import MultiheadAttention
 from mmpretrain.models.utils.layer_scale import LayerScale
 
 from mmdms.models.architectures import PrunedMultiheadAttention
-from mmdms.models.layer_rules import (DMSInputMaskMixin, DMSLayerNorm, LayerCall, LayerRule,
-                                      MaskReader, mask_input_channels, register_layer_rule)
+from mmdms.models.architectures.pruned_attention import attention_scale
+from mmdms.models.layer_rules import DMSInputMaskMixin, DMSLayerNorm, mask_input_channels
 from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.search_space import container_mask, mutable_mask, no_mask, sole_mutable
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter, ResidualBlockAdapter
+# the heads / head dims machinery, shared with the window attentions (AttentionRule counts
+# this family's attentions too)
+from .searched_attention import (AttentionRule, HeadsDimsMask, QKVMask,  # noqa: F401
+                                 add_traced_attention, convert_searched_attention)
 
 
 class DMSMultiheadAttention(MultiheadAttention):
     """mmpretrain's ``MultiheadAttention`` with DMS masks on heads and qk / v head dims.
 
-    The softmax scale stays ``head_dims ** -0.5`` of the supernet, so a pruned attention (fewer
-    heads, smaller qk or v dims) computes exactly what the hard-masked one does.
+    The softmax scale stays the supernet's (``head_dims ** -0.5``, or what
+    :func:`~mmdms.models.architectures.pruned_attention.attention_scale` reads), so a pruned
+    attention (fewer heads, smaller qk or v head dims) computes exactly what the hard-masked
+    one does.
     """
 
     def set_dms_masks(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
@@ -62,7 +69,7 @@ class DMSMultiheadAttention(MultiheadAttention):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn_drop = self.attn_drop if self.training else 0.
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=attn_drop,
-                                           scale=self.head_dims**-0.5)
+                                           scale=attention_scale(self))
         x = x.transpose(1, 2).reshape(B, N, self.embed_dims)
         x = self.proj(x)
         x = self.out_drop(self.gamma1(self.proj_drop(x)))
@@ -71,63 +78,34 @@ class DMSMultiheadAttention(MultiheadAttention):
         return x
 
 
-def _outer(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
-    """``a_i b_j`` flattened ``(i, j)``: the mask of a ``(heads, head_dims)`` feature axis."""
-    ma, mb = (a.hard_mask, b.hard_mask) if hard else (a.soft_mask, b.soft_mask)
-    return (ma[:, None] * mb[None, :]).flatten()
-
-
-class QKVMask:
-    """The soft mask over an attention's ``qkv`` output features ``(3, heads, head_dims)``:
-    ``Q' = Q m_qk m_head``, ``K' = K m_qk m_head``, ``V' = V m_v m_head``."""
-
-    def __init__(self, heads: DMSMutableChannel, qk: DMSMutableChannel,
-                 v: DMSMutableChannel) -> None:
-        self.heads, self.qk, self.v = heads, qk, v
-
-    def __call__(self, hard: bool = False) -> torch.Tensor:
-        qk = _outer(self.heads, self.qk, hard)
-        return torch.cat([qk, qk, _outer(self.heads, self.v, hard)])
-
-
-@register_layer_rule
-class AttentionRule(LayerRule):
-    """mmpretrain's ``MultiheadAttention`` whose heads and head dims are searched:
-    ``heads * (qk_dims + v_dims) * N^2`` MACs for ``q k^T`` and ``attn v`` (its parameters are
-    its linears')."""
-
-    module_types = (MultiheadAttention, )
-    kind = 'attention'
-    owns_params = False
-
-    def counted(self, name: str, space) -> bool:
-        return name in space.attentions
-
-    def record(self, name: str, module: nn.Module, x: torch.Tensor,
-               out: torch.Tensor) -> LayerCall:
-        return LayerCall(name, self.kind, module.embed_dims, module.embed_dims, x.shape[1])
-
-    def widths(self, call: LayerCall, reader: MaskReader) -> tuple:
-        att = reader.space.attentions[call.name]
-        return tuple(reader.mutable_width(m) for m in (att.heads, att.qk_dims, att.v_dims))
-
-    def macs(self, call: LayerCall, widths: tuple):
-        heads, qk, v = widths
-        return heads * (qk + v) * call.positions**2
-
-
 @ADAPTERS.register_module()
 class MultiheadAttentionAdapter(FamilyAdapter):
-    """Exports a searched attention as a :class:`PrunedMultiheadAttention`."""
+    """Exports a searched attention as a :class:`PrunedMultiheadAttention`; outside a
+    ``VisionTransformer`` (whose space builds its attentions), searches the heads and qk / v
+    head dims of an attention the channel tracer entered (Conformer's, MobileViT's, T2T's
+    transformer layers ...; :func:`~.searched_attention.add_traced_attention`). Its own forward
+    calls ``qkv`` as a layer, so its DMS op applies the mask. Not for subclasses (Twins' have
+    their own adapters) nor an attention with ``v_shortcut`` (which adds its values to its
+    output: a pruned v dim would change the stream).
+
+    Attributes:
+        head_lambda_scale (float): temperature scale of the head-count mutables (paper: 4).
+    """
 
     module_type = MultiheadAttention
+    match_subclasses = False
+    build_after_trace = True
+    head_lambda_scale = 4.0
+
+    def handles(self, module: nn.Module) -> bool:
+        return not getattr(module, 'v_shortcut', False)
+
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+        add_traced_attention(model, name, space, width_args, self.head_lambda_scale)
 
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
-        spec = subnet.get('attentions', {}).get(name)
-        if spec is None or isinstance(module, PrunedMultiheadAttention):
-            return
-        PrunedMultiheadAttention.convert_from(module, spec['heads']['kept'],
-                                              spec['qk_dims']['kept'], spec['v_dims']['kept'])
+        if not isinstance(module, PrunedMultiheadAttention):
+            convert_searched_attention(module, name, subnet, PrunedMultiheadAttention)
 
 
 @ADAPTERS.register_module()
@@ -195,8 +173,7 @@ class VisionTransformerAdapter(FamilyAdapter):
             attentions.append((f'{base}.attn', attn, heads, qk, v))
             explicit += [(fc1, None, mlp), (fc2, None, 'embed'),
                          (f'{base}.attn.qkv', None, QKVMask(heads, qk, v)),
-                         (f'{base}.attn.proj',
-                          lambda hard, h=heads, v=v: _outer(h, v, hard), 'embed')]
+                         (f'{base}.attn.proj', HeadsDimsMask(heads, v), 'embed')]
         embed = new('embed', embed_dims)
         for consumer in consumers:
             mask_input_channels(backbone, consumer, embed)

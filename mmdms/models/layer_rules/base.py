@@ -247,6 +247,13 @@ class LayerRule:
         """One call of the layer in the recorded forward (input ``x``, output ``out``)."""
         raise NotImplementedError
 
+    def record_call(self, name: str, module: nn.Module, args: tuple, kwargs: dict,
+                    out) -> LayerCall:
+        """One call from all its arguments; by default :meth:`record` of the first one
+        (passed by position or by keyword). A rule whose cost depends on another argument
+        (Twins' attentions read the feature map's ``hw_shape``) overrides this."""
+        return self.record(name, module, first_input(args, kwargs), out)
+
     def channelwise(self, call: LayerCall) -> bool:
         """Whether one mask covers the layer's input and output channels."""
         return False
@@ -291,6 +298,11 @@ class LayerRule:
     def latency_input(self, call: LayerCall, c_in: int, device) -> Tensor:
         """A random input of the layer with ``c_in`` channels."""
         raise NotImplementedError
+
+
+def first_input(args: tuple, kwargs: dict):
+    """A call's first input, passed by position or (HF attention) by keyword."""
+    return args[0] if args else next(iter(kwargs.values()))
 
 
 #: Layer class -> its rule.

@@ -56,7 +56,9 @@ class DMSMutator(ChannelMutator):
     dependent channels (residual adds, concats, depthwise convs) becomes a :class:`DMSChannelUnit`
     whose layers multiply their inputs by the group's soft mask. A module whose family adapter
     builds its space from its layout (:mod:`mmdms.models.adapters`, e.g. a ViT) is a leaf for
-    the tracer and gets its widths from the adapter. Depths come from identity-residual blocks
+    the tracer and gets its widths from the adapter; an adapter with ``build_after_trace``
+    (Swin's window attention: heads and head dims) adds widths inside a traced module after
+    the traced widths. Depths come from identity-residual blocks
     ``g(x) = x + f(x)``: those the family adapters and ``block_types`` name
     (:mod:`.residual_blocks`), and, for every other type, the elements of a ``Sequential`` /
     ``ModuleList`` whose output reaches their input through additions in the executed graph
@@ -188,6 +190,7 @@ class DMSMutator(ChannelMutator):
         built = [(name, adapter) for name, adapter in
                  ((n, adapter_for(m, 'build_space')) for n, m in supernet.named_modules())
                  if adapter is not None] if self.search_width else []
+        built = _outside_leaves(built)
         unknown = set(self.adapter_args) - {type(a).__name__ for _, a in built}
         if unknown:
             raise SearchSpaceConfigError(
@@ -195,7 +198,10 @@ class DMSMutator(ChannelMutator):
                 f'this model\'s space are {sorted({type(a).__name__ for _, a in built})}'
                 f'{"" if self.search_width else " (none: search_width=False)"}')
         if self.search_width:
-            leaves = tuple(type(supernet.get_submodule(n)) for n, _ in built)
+            # a module whose adapter builds all its widths is a leaf of the trace; one whose
+            # adapter adds widths inside a traced module (build_after_trace) is entered
+            leaves = tuple(type(supernet.get_submodule(n)) for n, a in built
+                           if not a.build_after_trace)
             self._prepare_traced_widths(supernet, analyzer, leaves)
             if self.fold_norm_masks:
                 self.space.folded_convs = fold_masks_into_norms(
@@ -569,6 +575,16 @@ class DMSMutator(ChannelMutator):
     def summary(self) -> str:
         """A readable table of the search space (logged when it is prepared)."""
         return 'DMSMutator: ' + self.space.summary()
+
+
+def _outside_leaves(built: List[tuple]) -> List[tuple]:
+    """``built`` (``(module name, adapter)`` with ``build_space``) without the modules inside
+    one whose adapter builds all its widths (a leaf of the trace: a ViT builds its attentions
+    itself), which an adapter with ``build_after_trace`` would build a second time."""
+    leaves = [name for name, adapter in built if not adapter.build_after_trace]
+    return [(name, adapter) for name, adapter in built
+            if not adapter.build_after_trace or
+            not any(leaf == '' or name.startswith(leaf + '.') for leaf in leaves)]
 
 
 def free_param_mask(size: int, ranges: List[tuple]):

@@ -33,6 +33,7 @@ from mmrazor.registry import TASK_UTILS
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
+from mmdms.models.layer_rules.base import first_input
 from mmdms.models.adapters.network_forward import network_forward
 from mmdms.utils.data_samples import tensor_mode_data_samples
 from .cost_polynomial import CompiledCost, compile_cost
@@ -103,14 +104,14 @@ class DMSResourceEstimator:
             ruled.add(name)
 
             def hook(mod, args, kwargs, out, name=name, rule=rule):
-                # the first input, passed by position or (HF attention) by keyword
-                x = args[0] if args else next(iter(kwargs.values()))
-                add_call(name, rule, mod, x, out)
+                add_call(name, rule, mod, first_input(args, kwargs), out,
+                         rule.record_call(name, mod, args, kwargs, out))
 
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
-        def add_call(name: str, rule, mod: nn.Module, x: Tensor, out) -> None:
-            call = rule.record(name, mod, x, out)
+        def add_call(name: str, rule, mod: nn.Module, x: Tensor, out,
+                     call: Optional[LayerCall] = None) -> None:
+            call = call if call is not None else rule.record(name, mod, x, out)
             call.rule = rule
             # rules count per element of the first axis; a layer run on windows or patches
             # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more of
@@ -174,8 +175,9 @@ class DMSResourceEstimator:
             if uncalled is not None:  # e.g. DeiT-3's ln2, which its forward never calls
                 self._param_masks[name] = uncalled
             if name in self._param_masks:
-                self._free_params.append((name, p.numel() // p.shape[-1]))
-                self._param_widths[name] = p.shape[-1]
+                axis = self.space.param_axis(name)
+                self._free_params.append((name, p.numel() // p.shape[axis]))
+                self._param_widths[name] = p.shape[axis]
             elif self.space.block_of(name) is not None:
                 self._block_params[name] = p.numel()
             else:
