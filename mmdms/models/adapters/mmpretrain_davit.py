@@ -32,7 +32,7 @@ from mmpretrain.models.backbones.davit import (ChannelAttention, DaViT, DaViTDow
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
 from .mmpretrain_stream_attention import _head_dims, _StreamFreeAdapter
-from .mmpretrain_swin import output_norm_widths
+from .mmpretrain_swin import SwinTransformerAdapter
 
 
 def davit_window_msa_forward(self, x: torch.Tensor,
@@ -92,33 +92,12 @@ class DaViTChannelAttentionAdapter(_StreamFreeAdapter):
     pruned = PrunedChannelAttention
 
 
-def davit_trace_forward(module: nn.Module, x: torch.Tensor) -> tuple:
-    """``DaViT.forward`` with each output's width read from its tokens."""
-    x, hw_shape = module.patch_embed(x)
-    outs = []
-    for i, stage in enumerate(module.stages):
-        x, hw_shape = stage(x, hw_shape, do_downsample=module.out_after_downsample)
-        if i in module.out_indices:
-            out = getattr(module, f'norm{i}')(x)
-            outs.append(out.view(-1, *hw_shape, out.shape[-1]).permute(0, 3, 1,
-                                                                       2).contiguous())
-        if stage.downsample is not None and not module.out_after_downsample:
-            x, hw_shape = stage.downsample(x, hw_shape)
-    return tuple(outs)
-
-
 @ADAPTERS.register_module()
-class DaViTAdapter(FamilyAdapter):
-    """The stream of DaViT's output stages (see the module docstring)."""
+class DaViTAdapter(SwinTransformerAdapter):
+    """The stream of DaViT's output stages: Swin's forward and static rule (see the module
+    docstring)."""
 
     module_type = DaViT
-
-    def trace_forward(self, module: nn.Module, x: torch.Tensor) -> tuple:
-        return davit_trace_forward(module, x)
-
-    def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
-        for i, width in output_norm_widths(module).items():
-            module.num_features[i] = width
 
 
 @ADAPTERS.register_module()

@@ -22,13 +22,15 @@ from .base import FamilyAdapter
 
 def swin_trace_forward(module: nn.Module, x: torch.Tensor) -> tuple:
     """``SwinTransformer.forward`` / ``SwinTransformerV2.forward``, with each output's width
-    read from its tokens. V1 may down-sample after an output stage; V2's stages do it first."""
+    read from its tokens. V1 may down-sample after an output stage; V2's stages do it first.
+    DaViT's forward is V1's without the absolute position embedding and its dropout."""
     v1 = not isinstance(module, SwinTransformerV2)
     x, hw_shape = module.patch_embed(x)
-    if module.use_abs_pos_embed:
+    if getattr(module, 'use_abs_pos_embed', False):
         x = x + resize_pos_embed(module.absolute_pos_embed, module.patch_resolution, hw_shape,
                                  module.interpolate_mode, module.num_extra_tokens)
-    x = module.drop_after_pos(x)
+    if hasattr(module, 'drop_after_pos'):
+        x = module.drop_after_pos(x)
     outs = []
     for i, stage in enumerate(module.stages):
         if v1:
