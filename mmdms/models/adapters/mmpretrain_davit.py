@@ -9,8 +9,9 @@
   Swin's are (:mod:`.searched_attention`; it has no per-head parameters).
 * ``ChannelAttention.forward`` reshapes with ``B, N`` read from its input, which MMRazor's
   channel graph takes for a join of the stream with ``qkv``'s output (EdgeNeXt's channel
-  attention alike): its heads are split off and merged on their own axis. Its heads stay
-  fixed: its softmax runs over the head dims, where a zeroed dim is not a removed one.
+  attention alike): its heads are split off and merged on their own axis. Its heads are
+  searched, its head dims stay: its softmax runs over them, where a zeroed dim is not a
+  removed one (XCiT's cross-covariance attention alike).
 * ``DaViT.forward`` turns each output stage into a feature map of the width it was built with
   (``num_features``), as Swin does: the copy's forward reads it from the tokens and the static
   model's ``num_features`` become its sliced output norms' widths.
@@ -34,8 +35,8 @@ from mmpretrain.models.backbones.davit import (ChannelAttention, DaViT, DaViTDow
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
 from mmdms.models.layer_rules import register_layer_rule
-from .mmpretrain_stream_attention import (PrunedHeadsMixin, _head_dims, _SearchedHeadsAdapter,
-                                          _StreamFreeAdapter, split_heads)
+from .mmpretrain_stream_attention import (CrossCovarianceAttentionRule, PrunedHeadsMixin,
+                                          _head_dims, _SearchedHeadsAdapter, split_heads)
 from .searched_attention import AttentionRule
 from .mmpretrain_swin import SwinTransformerAdapter
 
@@ -74,8 +75,10 @@ class PrunedDaViTWindowMSA(PrunedHeadsMixin, DaViTWindowMSA):
     forward = davit_window_msa_forward
 
 
-class PrunedChannelAttention(ChannelAttention):
-    """A static DaViT ``ChannelAttention`` whose stream may be narrower than its heads."""
+class PrunedChannelAttention(PrunedHeadsMixin, ChannelAttention):
+    """A static DaViT ``ChannelAttention`` whose stream may be narrower than its heads (same
+    state) and, converted by :meth:`convert_from`, with the heads DMS kept (each keeps its
+    dims)."""
 
     forward = davit_channel_attention_forward
 
@@ -96,13 +99,22 @@ class DaViTWindowMSAAdapter(_SearchedHeadsAdapter):
     pruned = PrunedDaViTWindowMSA
 
 
+@register_layer_rule
+class DaViTChannelAttentionRule(CrossCovarianceAttentionRule):
+    """DaViT's channel attention: an attention over the head dims, as XCiT's."""
+
+    module_types = (ChannelAttention, )
+
+
 @ADAPTERS.register_module()
-class DaViTChannelAttentionAdapter(_StreamFreeAdapter):
-    """DaViT's channel attention."""
+class DaViTChannelAttentionAdapter(_SearchedHeadsAdapter):
+    """DaViT's channel attention: its stream and its heads (its softmax runs over the head
+    dims, which stay; see :class:`~.searched_attention.FixedDims`)."""
 
     module_type = ChannelAttention
     forward = staticmethod(davit_channel_attention_forward)
     pruned = PrunedChannelAttention
+    search_dims = False
 
 
 @ADAPTERS.register_module()

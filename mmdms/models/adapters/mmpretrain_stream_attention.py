@@ -196,21 +196,6 @@ class _StreamFreeAdapter(FamilyAdapter):
             module.__class__ = self.pruned
 
 
-class PrunedXCA(XCA):
-    """A static ``XCA`` whose stream may be narrower than its heads (same state)."""
-
-    forward = xca_forward
-
-
-@ADAPTERS.register_module()
-class XCAAdapter(_StreamFreeAdapter):
-    """XCiT's cross-covariance attention."""
-
-    module_type = XCA
-    forward = staticmethod(xca_forward)
-    pruned = PrunedXCA
-
-
 class PrunedHeadsMixin:
     """A static attention with the heads and qk / v head dims DMS kept (:meth:`convert_from`).
 
@@ -283,16 +268,20 @@ class _SearchedHeadsAdapter(_StreamFreeAdapter):
         head_lambda_scale (float): temperature scale of the head-count mutables (paper: 4).
         search_class (type, optional): the class the search model's attention becomes (same
             state), where its own forward would bypass the masks.
+        search_dims (bool): whether the head dims are searched too; False where a zeroed dim
+            is not a removed one (a softmax over the dims), which whole heads still are.
     """
 
     build_after_trace = True
     head_lambda_scale = 4.0
     search_class: Optional[type] = None
+    search_dims = True
 
     def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
         attention = add_traced_attention(model, name, space, width_args,
                                          self.head_lambda_scale,
-                                         dict(self.pruned.per_head_params))
+                                         dict(self.pruned.per_head_params),
+                                         search_dims=self.search_dims)
         if attention is None:
             return
         self.extra_space(model, name, space, attention)
@@ -311,6 +300,40 @@ class _SearchedHeadsAdapter(_StreamFreeAdapter):
     def static_rule(self, module: nn.Module, name: str, subnet: Dict) -> None:
         if not convert_searched_attention(module, name, subnet, self.pruned):
             super().static_rule(module, name, subnet)
+
+
+class PrunedXCA(PrunedHeadsMixin, XCA):
+    """A static ``XCA`` whose stream may be narrower than its heads (same state) and,
+    converted by :meth:`convert_from`, with the heads DMS kept (its ``temperature``, one per
+    head, sliced by the export); every head keeps its dims."""
+
+    forward = xca_forward
+    per_head_params = {'temperature': 0}
+
+
+@register_layer_rule
+class CrossCovarianceAttentionRule(AttentionRule):
+    """An attention over the head dims (XCiT's ``XCA``; DaViT's channel attention): per head a
+    ``(qk, N) x (N, qk)`` product and a ``(qk, qk) x (v, N)`` one, ``heads * qk * (qk + v) * N``
+    MACs (``qk == v``: their dims pair up)."""
+
+    module_types = (XCA, )
+
+    def macs(self, call: LayerCall, widths: tuple):
+        heads, qk, v = widths
+        return heads * qk * (qk + v) * call.positions
+
+
+@ADAPTERS.register_module()
+class XCAAdapter(_SearchedHeadsAdapter):
+    """XCiT's cross-covariance attention: its stream and its heads. Its head dims stay: its
+    softmax runs over them, where a zeroed dim is not a removed one; a whole pruned head has
+    zero q, k and v (``F.normalize`` keeps a zero vector zero), so its output is zero."""
+
+    module_type = XCA
+    forward = staticmethod(xca_forward)
+    pruned = PrunedXCA
+    search_dims = False
 
 
 class PrunedClassAttntion(PrunedHeadsMixin, ClassAttntion):

@@ -33,9 +33,31 @@ from mmdms.models.mutables import DMSMutableChannel
 from mmdms.models.search_space import AttentionMasks, mutable_mask
 
 
+class FixedDims:
+    """The head dims of an attention whose heads alone are searched: every dim kept, in the
+    search and in the export (``fixed``: readers count ``num_channels``, :func:`outer_mask`
+    repeats the heads' mask). Where a zeroed dim is not a removed one (a softmax over the
+    dims: XCiT's cross-covariance attention, DaViT's channel attention), a whole head still is:
+    its q, k and v are zero, so its output is."""
+
+    fixed = True
+
+    def __init__(self, num_channels: int) -> None:
+        self.num_channels = num_channels
+
+    @property
+    def hard_mask(self) -> torch.Tensor:
+        return torch.ones(self.num_channels)
+
+    soft_mask = hard_mask
+
+
 def outer_mask(a: DMSMutableChannel, b: DMSMutableChannel, hard: bool) -> torch.Tensor:
     """``a_i b_j`` flattened ``(i, j)``: the mask of a ``(heads, head_dims)`` feature axis."""
-    ma, mb = (a.hard_mask, b.hard_mask) if hard else (a.soft_mask, b.soft_mask)
+    ma = a.hard_mask if hard else a.soft_mask
+    if getattr(b, 'fixed', False):
+        return ma.repeat_interleave(b.num_channels)
+    mb = b.hard_mask if hard else b.soft_mask
     return (ma[:, None] * mb[None, :]).flatten()
 
 
@@ -111,15 +133,18 @@ class AttentionRule(LayerRule):
 
 
 def head_mutables(width_args: Dict, num_heads: int, qk_dims: int, head_lambda_scale: float,
-                  v_dims: Optional[int] = None) -> Tuple[DMSMutableChannel, ...]:
+                  v_dims: Optional[int] = None,
+                  search_dims: bool = True) -> Tuple[DMSMutableChannel, ...]:
     """``(heads, qk_dims, v_dims)`` mutables of one attention (``v_dims``: ``qk_dims`` unless
     given). Heads are whole elements (``step`` 1, at least one kept) with ``lambda`` scaled by
     ``head_lambda_scale``; the head dims take ``width_args`` with their ``min_width`` capped at
-    their size."""
+    their size, or are :class:`FixedDims` without ``search_dims``."""
     heads = DMSMutableChannel(num_heads, **dict(width_args, step=1, min_width=1,
                                                 lambda_scale=head_lambda_scale))
 
     def dims(size: int) -> DMSMutableChannel:
+        if not search_dims:
+            return FixedDims(size)
         return DMSMutableChannel(size, **dict(width_args, min_width=min(
             width_args.get('min_width', 1), size)))
 
@@ -129,7 +154,8 @@ def head_mutables(width_args: Dict, num_heads: int, qk_dims: int, head_lambda_sc
 def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
                          head_lambda_scale: float,
                          per_head_params: Optional[Dict[str, int]] = None,
-                         per_head_layout: bool = False) -> Optional[AttentionMasks]:
+                         per_head_layout: bool = False,
+                         search_dims: bool = True) -> Optional[AttentionMasks]:
     """Search the heads and head dims of attention ``name`` of ``model``, a module the channel
     tracer entered (its ``qkv`` input and ``proj`` output already carry the traced stream, if
     it is searched), whose ``qkv`` writes ``(3, num_heads, head_dims)`` (or whose ``q`` writes
@@ -141,7 +167,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     last) that the attention has, a free parameter sliced with the heads. With
     ``per_head_layout``, ``qkv`` writes ``(num_heads, [q | k | v])`` instead, of the
     attention's ``key_dim`` qk and ``d`` v dims (TinyViT's ``LeAttention``, EfficientFormer's
-    ``AttentionWithBias``).
+    ``AttentionWithBias``). Without ``search_dims`` only the heads are searched (the dims are
+    :class:`FixedDims`, no widths of their own).
 
     Returns:
         AttentionMasks | None: the attention's mutables; None, leaving the attention as
@@ -168,7 +195,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
         raise ValueError(f"'{name}': {widths} output features and proj's "
                          f'{attn.proj.in_features} inputs are not {num_heads} heads of '
                          f'{qk_dims} qk and {v_dims} v dims')
-    heads, qk, v = head_mutables(width_args, num_heads, qk_dims, head_lambda_scale, v_dims)
+    heads, qk, v = head_mutables(width_args, num_heads, qk_dims, head_lambda_scale, v_dims,
+                                 search_dims)
     layers = [f'{name}.{p}' for p in parts]
     for part in parts:
         layout = 'per_head' if per_head_layout else part
@@ -177,8 +205,10 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
         layer.dms_output_mask = QKVMask(heads, qk, v, layout)
         space.set_layer_masks(f'{name}.{part}', out_mask=QKVMask(heads, qk, v, layout))
     space.add_width(f'{name}.heads', heads, layers + [proj_name])
-    space.add_width(f'{name}.qk_dims', qk, [f'{name}.{p}' for p in parts if p != 'v'])
-    space.add_width(f'{name}.v_dims', v, [f'{name}.{p}' for p in parts if 'v' in p] + [proj_name])
+    if search_dims:
+        space.add_width(f'{name}.qk_dims', qk, [f'{name}.{p}' for p in parts if p != 'v'])
+        space.add_width(f'{name}.v_dims', v,
+                        [f'{name}.{p}' for p in parts if 'v' in p] + [proj_name])
     space.set_layer_masks(proj_name, in_mask=HeadsDimsMask(heads, v))
     space.add_attention(name, heads, qk, v)
     for param, axis in (per_head_params or {}).items():

@@ -84,8 +84,9 @@ class MaskReader:
         return full if width is None else width
 
     def mutable_width(self, mutable) -> Any:
-        """Elements one mutable keeps."""
-        if self.full:
+        """Elements one mutable keeps (all of a ``fixed`` one's, e.g. an attention's
+        :class:`~mmdms.models.adapters.searched_attention.FixedDims`)."""
+        if self.full or getattr(mutable, 'fixed', False):
             return mutable.num_channels
         return self._sum(mutable.hard_mask if self.hard else mutable.soft_mask)
 

@@ -120,6 +120,8 @@ class SymbolicReader(MaskReader):
         return None if mask is None else self._symbol(mask, lambda: fn(False))
 
     def mutable_width(self, mutable):
+        if getattr(mutable, 'fixed', False):
+            return mutable.num_channels
         return self._symbol(mutable.soft_mask, lambda: mutable.soft_mask)
 
     def _symbol(self, mask: Tensor, source: Callable[[], Tensor]) -> Polynomial:

@@ -40,19 +40,35 @@ def test_davit_streams_are_searched_and_odd_widths_export_exactly(seed):
     assert_exact_export(search, subnet, static, SHAPE)
 
 
+def one_head_fewer(search):
+    for attention in search.space.attentions.values():
+        attention.heads.set_kept(attention.heads.num_elements - 1)
+
+
 @pytest.mark.parametrize('seed', [0, 1])
-def test_davit_window_attention_heads_are_searched_and_export_exactly(seed):
-    from mmpretrain.models.backbones.davit import DaViTWindowMSA
-    search, subnet, static = search_and_export(tiny_davit, SHAPE, seed=seed)
+def test_davit_attention_heads_are_searched_and_export_exactly(seed):
+    from mmpretrain.models.backbones.davit import ChannelAttention, DaViTWindowMSA
+    search, subnet, static = search_and_export(tiny_davit, SHAPE, seed=seed,
+                                               structure=one_head_fewer)
     windows = [name for name, module in search.architecture.named_modules()
                if isinstance(module, DaViTWindowMSA)]
-    assert windows and set(windows) <= set(search.space.attentions)
-    pruned_heads = [subnet['attentions'][name]['heads']['kept'] for name in windows]
-    assert all(1 <= kept <= search.architecture.get_submodule(name).num_heads
-               for name, kept in zip(windows, pruned_heads))
+    channels = [name for name, module in search.architecture.named_modules()
+                if isinstance(module, ChannelAttention)]
+    assert windows and channels
+    assert set(windows + channels) == set(search.space.attentions)
+    assert all(subnet['attentions'][name]['heads']['kept'] ==
+               search.architecture.get_submodule(name).num_heads - 1
+               for name in windows + channels)
     for name in windows:
         spec = subnet['attentions'][name]
         attn = static.architecture.get_submodule(name)
         assert (attn.num_heads, attn.qk_dims, attn.v_dims) == (
             spec['heads']['kept'], spec['qk_dims']['kept'], spec['v_dims']['kept'])
+    for name in channels:  # heads searched, dims kept
+        spec, full = subnet['attentions'][name], search.architecture.get_submodule(name)
+        attn = static.architecture.get_submodule(name)
+        assert attn.num_heads == spec['heads']['kept']
+        assert spec['qk_dims']['kept'] == spec['qk_dims']['total']
+        assert attn.qkv.out_features == 3 * attn.num_heads * full.qkv.out_features // (
+            3 * full.num_heads)
     assert_exact_export(search, subnet, static, SHAPE)

@@ -16,7 +16,7 @@ from mmdms.models.adapters.mmpretrain_stream_attention import (
     BEiTAttention, ClassAttntion, GlobalSubsampledAttention, HiViTAttention,
     LocallyGroupedSelfAttention, PrunedBEiTAttention, PrunedClassAttntion,
     PrunedGlobalSubsampledAttention, PrunedHiViTAttention, PrunedLocallyGroupedSelfAttention,
-    PrunedWindowMSA, WindowMSA, window_msa_forward)
+    PrunedWindowMSA, PrunedXCA, WindowMSA, XCA, window_msa_forward)
 from mmdms.utils import count_macs
 
 SHAPE = (1, 3, 64, 64)
@@ -270,13 +270,35 @@ def test_xcit_class_attention_heads_are_searched_and_export_exactly():
                                                structure=keep_blocks_prune_heads)
     supernet = tiny_xcit()
     names = [n for n, m in supernet.named_modules() if type(m) is ClassAttntion]
-    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 2
-    for name, spec in subnet['attentions'].items():
+    assert set(names) <= set(subnet['attentions']) and len(names) == 2
+    for name in names:
+        spec = subnet['attentions'][name]
         attn = static.architecture.get_submodule(name)
         heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
         assert isinstance(attn, PrunedClassAttntion) and heads == 3
         assert (attn.q.out_features, attn.k.out_features, attn.v.out_features,
                 attn.proj.in_features) == (heads * qk, heads * qk, heads * v, heads * v)
         assert attn.scale == 8**-0.5
+    assert_exact_export(search, subnet, static, shape)
+    assert count_macs(static, shape) == subnet['macs']
+
+
+def test_xcit_cross_covariance_heads_are_searched_with_their_dims_kept():
+    """XCA's softmax runs over the head dims: its heads are searched, its dims stay (a zeroed
+    dim is not a removed one); a whole pruned head is, and its ``temperature`` is sliced."""
+    shape = (1, 3, 32, 32)
+    search, subnet, static = search_and_export(tiny_xcit, shape, seed=6,
+                                               structure=keep_blocks_prune_heads)
+    supernet = tiny_xcit()
+    names = [n for n, m in supernet.named_modules() if type(m) is XCA]
+    assert set(names) <= set(subnet['attentions']) and len(names) == 2
+    assert not [w for w in search.space.widths if w.startswith(tuple(names))
+                and not w.endswith('.heads')]
+    for name in names:
+        spec = subnet['attentions'][name]
+        attn = static.architecture.get_submodule(name)
+        assert isinstance(attn, PrunedXCA) and spec['heads']['kept'] == 3
+        assert spec['qk_dims']['kept'] == spec['v_dims']['kept'] == 8
+        assert attn.temperature.shape[0] == 3 and attn.qkv.out_features == 3 * 3 * 8
     assert_exact_export(search, subnet, static, shape)
     assert count_macs(static, shape) == subnet['macs']
