@@ -1,7 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Depth found from the graph in real OpenMMLab families that no adapter names (ConvNeXt,
-PoolFormer, Swin, mmdet's ResNet, MViT-V2's blocks of a tuple output), and the export of a subnet that removes blocks of each:
-static outputs equal to the hard-masked search model's, MACs equal to FlopAnalyzer's."""
+PoolFormer, Swin, mmdet's ResNet, MViT-V2, whose blocks return ``(x, out_size)``), and the
+export of a subnet that removes blocks of each: static outputs equal to the hard-masked search
+model's, MACs equal to FlopAnalyzer's."""
 import pytest
 import torch
 from mmengine.config import Config
