@@ -21,6 +21,10 @@ another (a supernet whose checkpoint is gone is trained again; a row records the
 supernet it started from). The methods are
 the rows of :data:`METHODS`: a function from the run's context to an exported subnet (a new
 peer is one more row).
+
+``--variants`` runs DMS_np / DMS_p with one knob of the search changed (:data:`VARIANTS`: the
+temperature, lambda_resource, lr_structure, the search length, the importance EMA, the width-only
+phase), recorded as ``<method>+<variant>``: the sensitivity study of why DMS wins or loses.
 """
 import argparse
 import copy
@@ -81,6 +85,7 @@ class Run:
     work_dir: str
     data_options: dict
     pretrained: Callable[[], dict]  # trains (or finds) the supernet; returns its record
+    variant: Optional[str] = None  # a key of VARIANTS: the search changed by one knob
 
     @property
     def ratio(self) -> float:
@@ -103,6 +108,8 @@ def _export_structure(run: Run, model, name: str, reinit: bool) -> dict:
 
 def _search(run: Run, load_from: Optional[str]) -> dict:
     options = run.options(**{f'{RESOURCE_HOOK}.target_ratio': run.ratio})
+    if run.variant:
+        options.update(variant_options(run.variant, config(run.supernet, 'search')))
     if load_from:
         options['load_from'] = load_from
     start = time.process_time()
@@ -454,6 +461,61 @@ METHODS: Dict[str, Callable[[Run], dict]] = {
 DIAGNOSTICS: Dict[str, Callable[[Run], dict]] = {
     'dms_p_scratch': dms_p_scratch,
 }
+#: The methods whose search ``--variants`` change.
+VARIED_METHODS = ('dms_np', 'dms_p')
+
+
+def _scaled_lr_mult(cfg, factor: float) -> dict:
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    return {'optim_wrapper.paramwise_cfg.custom_keys.dms_ratio.lr_mult':
+            keys['dms_ratio']['lr_mult'] * factor}
+
+
+def _search_epochs(cfg, epochs: int) -> dict:
+    return {'train_cfg.max_epochs': epochs, 'train_cfg.val_interval': epochs,
+            'default_hooks.checkpoint.interval': epochs}
+
+
+def _width_lambda_scale(cfg, scale: float) -> dict:
+    args = dict(cfg.model.mutator.channel_unit_cfg.get('default_args', {}), lambda_scale=scale)
+    return {'model.mutator.channel_unit_cfg.default_args': args}
+
+
+def _importance_decay(cfg, decay: float) -> dict:
+    # _delete_: the recipe's importance is the short name 'taylor', a string
+    args = dict(cfg.model.mutator.channel_unit_cfg.get('default_args', {}), _delete_=True,
+                importance=dict(type='TaylorImportance', decay=decay))
+    return {'model.mutator.channel_unit_cfg.default_args': args,
+            'model.mutator.depth_args': dict(cfg.model.mutator.get('depth_args') or {},
+                                             importance=dict(type='TaylorImportance',
+                                                             decay=decay))}
+
+
+#: Sensitivity variants of the DMS search: name -> (config -> cfg options changing one knob of
+#: ``configs/dms/fmnist/*_search.py``; the defaults are in ``_base_/dms_search_recipe.py``:
+#: width temperature ``lambda = N`` (``lambda_scale`` 1), lambda_resource 1, lr_structure 5e-3,
+#: 4 search epochs of which the last searches width only, Taylor importance EMA decay 0.99).
+VARIANTS: Dict[str, Callable] = {
+    'temperature_x0.25': lambda cfg: _width_lambda_scale(cfg, 0.25),
+    'temperature_x4': lambda cfg: _width_lambda_scale(cfg, 4.0),
+    'lambda_resource_x0.25': lambda cfg: {f'{RESOURCE_HOOK}.lambda_resource':
+                                          cfg.lambda_resource * 0.25},
+    'lambda_resource_x4': lambda cfg: {f'{RESOURCE_HOOK}.lambda_resource':
+                                       cfg.lambda_resource * 4},
+    'lr_structure_x0.25': lambda cfg: _scaled_lr_mult(cfg, 0.25),
+    'lr_structure_x4': lambda cfg: _scaled_lr_mult(cfg, 4.0),
+    'search_x2': lambda cfg: _search_epochs(cfg, 2 * cfg.search_epochs),
+    'ema_0.9': lambda cfg: _importance_decay(cfg, 0.9),
+    'no_width_only': lambda cfg: {f'{RESOURCE_HOOK}.width_only_epochs': 0},
+}
+
+
+def variant_options(variant: str, search_config: str) -> dict:
+    """The cfg options of ``variant`` (a key of :data:`VARIANTS`) for ``search_config``."""
+    from mmengine.config import Config
+    return VARIANTS[variant](Config.fromfile(search_config))
+
+
 #: What a method reports beyond the common fields, copied into its record.
 EXTRA_FIELDS = ('tp_steps', 'search_wall_s', 'gf_iters', 'gf_interval', 'evolution_cpu_s',
                 'evolution_candidates', 'evolution_held_out_top1', 'oneshot_cpu_s',
@@ -520,8 +582,14 @@ def _epochs(supernet: str) -> int:
     return Config.fromfile(config(supernet, 'supernet')).train_cfg.max_epochs
 
 
+def method_name(method: str, variant: Optional[str]) -> str:
+    """A row's method: ``method``, or ``<method>+<variant>`` for a sensitivity variant."""
+    return f'{method}+{variant}' if variant else method
+
+
 def run_one(run: Run, results: str) -> dict:
-    key = run_key(run.supernet, run.budget, run.method, run.seed, run.subset)
+    key = run_key(run.supernet, run.budget, method_name(run.method, run.variant), run.seed,
+                  run.subset)
     print(f'[bench_peers] {key}: start', flush=True)
     wall = time.perf_counter()
     os.makedirs(run.work_dir, exist_ok=True)
@@ -553,7 +621,8 @@ def run_one(run: Run, results: str) -> dict:
     except Exception as e:  # recorded and reported; a rerun tries it again
         traceback.print_exc()
         record = dict(status='failed', error=f'{type(e).__name__}: {e}')
-    record = dict(key=key, supernet=run.supernet, budget=run.budget, method=run.method,
+    record = dict(key=key, supernet=run.supernet, budget=run.budget,
+                  method=method_name(run.method, run.variant), variant=run.variant,
                   seed=run.seed, subset=run.subset, wall_s=time.perf_counter() - wall,
                   **record, **_stamp())
     append_result(results, record)
@@ -593,8 +662,9 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
             out.append('| method | MACs (M) | vs target | params (M) | test top-1 (%) | '
                        'per seed | search (CPU-s) | + supernet (CPU-s) | retrain (CPU-s) |')
             out.append('|---|---|---|---|---|---|---|---|---|')
+            varied = sorted({r['method'] for r in cell if r.get('variant')})
             for method in list(METHODS) + [d for d in DIAGNOSTICS
-                                           if any(r['method'] == d for r in cell)]:
+                                           if any(r['method'] == d for r in cell)] + varied:
                 done = sorted((r for r in cell if r['method'] == method and r['status'] == 'ok'),
                               key=lambda r: r['seed'])
                 failed = [r for r in cell if r['method'] == method and r['status'] != 'ok'
@@ -623,6 +693,9 @@ def main() -> None:
                         choices=list(METHODS) + list(DIAGNOSTICS),
                         help='the methods to run (default: every peer); diagnostics '
                              f'({", ".join(DIAGNOSTICS)}) run only when named')
+    parser.add_argument('--variants', nargs='+', default=[], choices=list(VARIANTS),
+                        help='run the DMS methods of --methods (dms_np, dms_p) with these '
+                             'changes of the search instead (the sensitivity study)')
     parser.add_argument('--supernets', nargs='+', default=list(SUPERNETS), choices=SUPERNETS)
     parser.add_argument('--budgets', nargs='+', default=list(BUDGETS), choices=list(BUDGETS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -662,15 +735,19 @@ def main() -> None:
                 continue
             # a method's budgets one after the other: the pretrained methods then use the
             # supernet trained in the same sitting, and evolution its one one-shot training
-            for method in args.methods:
+            runs = [(m, v) for m in args.methods for v in args.variants
+                    if m in VARIED_METHODS] if args.variants else \
+                [(m, None) for m in args.methods]
+            for method, variant in runs:
+                name = method_name(method, variant)
                 for budget in args.budgets:
-                    key = run_key(supernet, budget, method, seed, subset)
+                    key = run_key(supernet, budget, name, seed, subset)
                     if read_results(args.results).get(key, {}).get('status') == 'ok':
                         print(f'[bench_peers] {key}: done before, skipped', flush=True)
                         continue
                     run_one(Run(supernet, budget, method, seed, subset,
-                                osp.join(work, supernet, f'seed{seed}', budget, method),
-                                data_options, pretrained), args.results)
+                                osp.join(work, supernet, f'seed{seed}', budget, name),
+                                data_options, pretrained, variant), args.results)
     print(table(read_results(args.results), subset))
 
 

@@ -5,10 +5,12 @@
   ``C`` being its *input's* width, and merges them back to ``C``: a pruned stream broke it, so
   MMRazor's pruning check kept every DaViT stream fixed (61% of the weights searched). The
   head width is read from ``qkv``'s declared width instead (as Swin's ``WindowMSA``, see
-  :mod:`.mmpretrain_stream_attention`).
+  :mod:`.mmpretrain_stream_attention`), and its heads and qk / v head dims are searched as
+  Swin's are (:mod:`.searched_attention`; it has no per-head parameters).
 * ``ChannelAttention.forward`` reshapes with ``B, N`` read from its input, which MMRazor's
   channel graph takes for a join of the stream with ``qkv``'s output (EdgeNeXt's channel
-  attention alike): its heads are split off and merged on their own axis.
+  attention alike): its heads are split off and merged on their own axis. Its heads stay
+  fixed: its softmax runs over the head dims, where a zeroed dim is not a removed one.
 * ``DaViT.forward`` turns each output stage into a feature map of the width it was built with
   (``num_features``), as Swin does: the copy's forward reads it from the tokens and the static
   model's ``num_features`` become its sliced output norms' widths.
@@ -31,16 +33,18 @@ from mmpretrain.models.backbones.davit import (ChannelAttention, DaViT, DaViTDow
 
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
-from .mmpretrain_stream_attention import _head_dims, _StreamFreeAdapter
+from mmdms.models.layer_rules import register_layer_rule
+from .mmpretrain_stream_attention import (PrunedHeadsMixin, _head_dims, _SearchedHeadsAdapter,
+                                          _StreamFreeAdapter, split_heads)
+from .searched_attention import AttentionRule
 from .mmpretrain_swin import SwinTransformerAdapter
 
 
 def davit_window_msa_forward(self, x: torch.Tensor,
                              mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``DaViTWindowMSA.forward`` with the heads' width read from ``qkv``, not ``x``."""
-    head_dims = _head_dims(self.qkv, 3 * self.num_heads)
-    qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, head_dims)).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    """``DaViTWindowMSA.forward`` with the heads' width read from ``qkv``, not ``x`` (or,
+    exported with searched heads, from its ``qk_dims`` / ``v_dims``)."""
+    q, k, v = split_heads(self, self.qkv(x))
     attn = (q * self.scale) @ k.transpose(-2, -1)
     if mask is not None:
         windows, heads, n = attn.shape[0], attn.shape[1], attn.shape[2]
@@ -62,8 +66,10 @@ def davit_channel_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.proj(x.transpose(1, 2).flatten(2))
 
 
-class PrunedDaViTWindowMSA(DaViTWindowMSA):
-    """A static ``DaViTWindowMSA`` whose stream may be narrower than its heads."""
+class PrunedDaViTWindowMSA(PrunedHeadsMixin, DaViTWindowMSA):
+    """A static ``DaViTWindowMSA`` whose stream may be narrower than its heads (same state)
+    and, converted by :meth:`convert_from`, with the heads and qk / v head dims DMS kept (it
+    has no per-head parameters: DaViT's positions are convolutional)."""
 
     forward = davit_window_msa_forward
 
@@ -74,9 +80,16 @@ class PrunedChannelAttention(ChannelAttention):
     forward = davit_channel_attention_forward
 
 
+@register_layer_rule
+class DaViTWindowAttentionRule(AttentionRule):
+    """DaViT's window attention: ``heads * (qk + v) * N^2`` MACs per window, as Swin's."""
+
+    module_types = (DaViTWindowMSA, )
+
+
 @ADAPTERS.register_module()
-class DaViTWindowMSAAdapter(_StreamFreeAdapter):
-    """DaViT's window attention."""
+class DaViTWindowMSAAdapter(_SearchedHeadsAdapter):
+    """DaViT's window attention: its stream, heads and qk / v head dims."""
 
     module_type = DaViTWindowMSA
     forward = staticmethod(davit_window_msa_forward)
