@@ -9,7 +9,8 @@ the hooks, the uniform baselines and the structure plot. All keys are module nam
 
 * ``widths``: every searched width (a channel group found by the tracer, or a width an adapter
   built: heads, head dims, MLP hidden, embedding) with its mutable and the layers it masks;
-* ``stages``: every depth-searched stage with its mutable and blocks; ``fixed_stages``: runs of
+* ``stages``: every depth-searched stage with its mutable and blocks (and those of its blocks
+  that return ``(x, *further arguments)`` rather than ``x``); ``fixed_stages``: runs of
   blocks left unsearched, and why;
 * ``layers``: per masked layer the mask over its input and output channels;
 * ``attentions``: per searched attention the mutables of its heads and qk / v head dims;
@@ -19,7 +20,7 @@ the hooks, the uniform baselines and the structure plot. All keys are module nam
 * ``blocks``: every depth-searched block with its stage's mutable and its index in the stage.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from torch import Tensor
@@ -89,6 +90,9 @@ class DepthStage:
     """One depth-searched stage: its mutable and its blocks, in order."""
     mutable: nn.Module
     blocks: List[str]
+    #: the blocks that return ``(x, *args[1:])``, passing their further arguments through
+    #: (MViT-V2's ``(x, out_size)``): a removed one's stand-in returns the same tuple
+    tuple_blocks: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,10 +121,12 @@ class SearchSpace:
             raise KeyError(f"The search space already has a width '{key}'")
         self.widths[key] = WidthGroup(mutable, list(layers), step_reason)
 
-    def add_stage(self, key: str, mutable: nn.Module, blocks: List[str]) -> None:
+    def add_stage(self, key: str, mutable: nn.Module, blocks: List[str],
+                  tuple_blocks: Sequence[str] = ()) -> None:
         if key in self.stages:
             raise KeyError(f"The search space already has a stage '{key}'")
-        self.stages[key] = DepthStage(mutable, list(blocks))
+        self.stages[key] = DepthStage(mutable, list(blocks),
+                                      [name for name in blocks if name in set(tuple_blocks)])
         for index, name in enumerate(blocks):
             self.blocks[name] = (mutable, index)
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 from mmdms.models.adapters.base import adapter_for
 from mmdms.models.architectures import RemovedBlock
 from mmdms.models.layer_rules import SubnetError, layer_channels, rule_for, select_param
-from .subnet_spec import in_removed_block, removed_blocks
+from .subnet_spec import in_removed_block, removed_blocks, tuple_blocks
 
 
 def prune_layer(module: nn.Module, kept_in: Optional[Sequence[int]],
@@ -82,8 +82,10 @@ def prune_to_subnet(model: nn.Module, subnet: Dict) -> nn.Module:
         nn.Module: ``model``, pruned.
     """
     check_subnet_fits(model, subnet)
+    returning_tuples = set(tuple_blocks(subnet))
     for name in removed_blocks(subnet):
-        _replace(model, name, RemovedBlock.of(model.get_submodule(name), name))
+        _replace(model, name, RemovedBlock.of(model.get_submodule(name), name,
+                                              returns_args=name in returning_tuples))
     for name, layer in subnet.get('layers', {}).items():
         if not in_removed_block(name, subnet):
             prune_layer(model.get_submodule(name), layer['kept_in'], layer['kept_out'], name)

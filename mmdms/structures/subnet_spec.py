@@ -14,7 +14,8 @@ from, so the exported structure and its counted cost cannot disagree. The dict s
   measured supernet latency, threads, device; batch and input: ``input_shape``);
 * ``widths``: per searched width (channel group, heads, head dims, MLP hidden) its ``total``,
   ``kept`` count and kept ``indices``;
-* ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks``;
+* ``stages``: per depth-searched stage its ``blocks``, ``total`` and ``kept_blocks`` (and
+  ``tuple_blocks``, where some return ``(x, *further arguments)``: MViT-V2's ``(x, out_size)``);
   ``removed_blocks``: the blocks that become identities;
 * ``attentions``: per searched attention the kept heads, qk dims and v dims;
 * ``layers``: per masked conv / linear / norm layer (in model order) its type, its layer rule's
@@ -87,6 +88,8 @@ def subnet_from_algorithm(algorithm) -> Dict:
         kept = stage.mutable.kept_blocks()
         stages[key] = dict(blocks=list(stage.blocks), total=len(stage.blocks), kept=len(kept),
                            kept_blocks=kept)
+        if stage.tuple_blocks:
+            stages[key]['tuple_blocks'] = list(stage.tuple_blocks)
         removed += [n for i, n in enumerate(stage.blocks) if i not in kept]
 
     attentions = {name: dict(heads=_choice(att.heads), qk_dims=_choice(att.qk_dims),
@@ -154,6 +157,12 @@ def kept_section_widths(kept: Optional[Sequence[int]],
 def removed_blocks(subnet: Dict) -> List[str]:
     """Names of the blocks the subnet removes."""
     return list(subnet.get('removed_blocks', []))
+
+
+def tuple_blocks(subnet: Dict) -> List[str]:
+    """Names of the depth-searched blocks that return ``(x, *further arguments)``."""
+    return [name for stage in subnet.get('stages', {}).values()
+            for name in stage.get('tuple_blocks', [])]
 
 
 def in_removed_block(name: str, subnet: Dict) -> bool:

@@ -459,7 +459,9 @@ class DMSMutator(ChannelMutator):
                                        allow_empty=min_kept == 0, **self.depth_args)
             mutable.to(next(model.parameters()).device)
             self.stage_mutables[stage.replace('.', '__')] = mutable
-            self.space.add_stage(stage, mutable, names)
+            self.space.add_stage(stage, mutable, names,
+                                 [n for n in names if n in self.block_records and
+                                  self.block_records[n].tuple_output])
             for index, name in enumerate(names):
                 self._depth_hooks.append(modules[name].register_forward_hook(
                     _DepthMask(mutable, index), with_kwargs=True))
@@ -610,7 +612,9 @@ def free_param_mask(size: int, ranges: List[tuple]):
 
 
 class _DepthMask:
-    """Forward hook: turns block ``g`` into ``x + m (g(x) - x)`` with the stage's mask ``m``."""
+    """Forward hook: turns block ``g`` into ``x + m (g(x) - x)`` with the stage's mask ``m``; of a
+    block returning ``(g(x), *rest)`` (its further arguments passed through), into
+    ``(x + m (g(x) - x), *rest)``."""
 
     def __init__(self, mutable: DMSMutableBlocks, index: int) -> None:
         self.mutable = mutable
@@ -618,6 +622,11 @@ class _DepthMask:
 
     def __call__(self, module, args, kwargs, output):
         x = args[0] if args else next(iter(kwargs.values()))
+        if isinstance(output, tuple):
+            return (self._mix(x, output[0]), *output[1:])
+        return self._mix(x, output)
+
+    def _mix(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         mask = self.mutable.block_mask(self.index).to(output.dtype)
         if x.dtype == output.dtype and x.shape == output.shape:
             # torch.lerp's values and gradients: exactly ``output`` at m = 1 and ``x`` at m = 0,

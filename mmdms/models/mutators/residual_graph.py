@@ -10,6 +10,12 @@ A transformer block, ``h = x + attn(x); y = h + mlp(h)``, is one: ``y = x + (att
 A block whose shortcut is a projection (a strided or 1x1 conv, a norm, a permutation of the
 tokens) is not: the path from its input to its output runs through that layer.
 
+A block of more arguments may return a tuple, ``g(x, *rest) = (x + f(x), *rest)``: its first
+element is the tensor the identity path is asked about and the others are its arguments after
+``x``, passed through (the same tensors, or equal plain values: MViT-V2's ``(x, out_size)`` of a
+block that keeps the token grid). Such a block's stand-in, removed or depth-masked, returns the
+same tuple with ``x`` first (:attr:`BlockRecord.tuple_output`).
+
 The graph is recorded without the cost of a training step: every module of interest gets a
 marker on its input (a clone, a node of the graph that belongs to that call) and, after its
 forward, the output's graph is walked back from the output through ``add``, ``relu`` and
@@ -47,6 +53,8 @@ class BlockCall:
     identity_residual: bool
     input_id: Optional[int] = None
     output_id: Optional[int] = None
+    #: the output is ``(y, *args[1:])``, the call's further positional arguments passed through
+    tuple_output: bool = False
 
 
 @dataclass
@@ -65,7 +73,12 @@ class BlockRecord:
         """Every call computes ``x + f(x)`` with the output of the input's shape."""
         return bool(self.calls) and all(
             c.identity_residual and c.in_shape is not None and c.in_shape == c.out_shape
-            for c in self.calls)
+            for c in self.calls) and len({c.tuple_output for c in self.calls}) == 1
+
+    @property
+    def tuple_output(self) -> bool:
+        """Every call returns ``(y, *args[1:])`` rather than a lone tensor ``y``."""
+        return bool(self.calls) and all(c.tuple_output for c in self.calls)
 
     def feeds(self, other: 'BlockRecord') -> Optional[bool]:
         """Whether ``other``'s (first) input is this module's (first) output; None: unknown
@@ -79,6 +92,28 @@ class BlockRecord:
 def _first_input(args: tuple, kwargs: dict) -> Optional[Tensor]:
     x = args[0] if args else next(iter(kwargs.values()), None)
     return x if isinstance(x, Tensor) else None
+
+
+def _same_value(out, arg) -> bool:
+    """Whether output element ``out`` passes argument ``arg`` through: the same tensor, or an
+    equal plain value (a sequence compared element by element: a ``torch.Size`` may come back
+    for a tuple of ints)."""
+    if isinstance(out, Tensor) or isinstance(arg, Tensor):
+        return out is arg
+    if isinstance(out, (tuple, list)) and isinstance(arg, (tuple, list)):
+        return len(out) == len(arg) and all(_same_value(o, a) for o, a in zip(out, arg))
+    try:
+        return type(out) is type(arg) and bool(out == arg)
+    except Exception:  # noqa: BLE001  (a value without a plain equality passes nothing)
+        return False
+
+
+def passed_through_tuple(output, args: tuple) -> bool:
+    """Whether ``output`` is ``(y, *args[1:])``: a tensor ``y`` and then the call's further
+    positional arguments, passed through unchanged."""
+    return (isinstance(output, tuple) and len(output) == len(args) >= 2 and
+            isinstance(output[0], Tensor) and
+            all(_same_value(o, a) for o, a in zip(output[1:], args[1:])))
 
 
 def reaches_through_adds(output: Tensor, marker) -> bool:
@@ -156,14 +191,15 @@ def record_blocks(model: nn.Module, names: List[str],
         def post_hook(mod, args, kwargs, output, name=name):
             input_id, marker = markers[name].pop() if markers[name] else (None, None)
             x = _first_input(args, kwargs)
-            y = output if isinstance(output, Tensor) else None
+            as_tuple = passed_through_tuple(output, args)
+            y = output[0] if as_tuple else output if isinstance(output, Tensor) else None
             if y is not None:
                 alive.append(y)
             residual = (marker is not None and y is not None and
                         reaches_through_adds(y, marker))
             records[name].calls.append(BlockCall(
                 getattr(x, 'shape', None), getattr(y, 'shape', None), residual, input_id,
-                id(y) if y is not None else None))
+                id(y) if y is not None else None, as_tuple))
 
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook, with_kwargs=True))

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mmrazor.registry import MODELS
 
+from mmdms.models.architectures import RemovedBlock
 from mmdms.models.mutators import ResidualGraphWarning
 from mmdms.models.mutators.residual_graph import (graph_candidates, innermost,
                                                   reaches_through_adds, record_blocks)
@@ -165,3 +166,73 @@ def test_a_failing_graph_forward_is_said_and_the_rules_still_apply():
     assert len(messages) == 1 and "Can't call numpy()" in messages[0]
     assert 'block_types' in messages[0]
     assert {k: s.blocks for k, s in mutator.space.stages.items()} == {'0-0': ['0']}
+
+
+class SizedBlock(Block):
+    """A block of MViT-V2's signature, ``(x, size) -> (y, size')``: ``'passes'`` returns
+    ``(x + f(x), size)`` (the size as a list, equal to the tuple it was given, as MViT-V2's
+    pooling gives a ``torch.Size``), ``'resized'`` another size, ``'tensor'`` the tensor
+    alone."""
+
+    def forward(self, x, size):
+        y = x + self.gamma * self.f(x)
+        if self.kind == 'passes':
+            return y, [size[0], size[1]]
+        if self.kind == 'resized':
+            return y, (size[0] + 1, size[1])
+        return y
+
+
+class Sized(nn.Module):
+    """Blocks called as MViT-V2 calls its blocks (``'tensor'`` ones as a Swin block)."""
+
+    def __init__(self, kinds) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([SizedBlock(k) for k in kinds])
+
+    def forward(self, x):
+        size = (x.shape[-2], x.shape[-1])
+        for block in self.blocks:
+            out = block(x, size)
+            x, size = out if isinstance(out, tuple) else (out, size)
+        return x.sum(dim=(2, 3)), size
+
+
+def test_a_block_passing_its_further_arguments_through_a_tuple_is_a_block():
+    """``g(x, size) = (x + f(x), size)`` is a block, searched and removed with its tuple kept;
+    a block that returns another size is not one (its stand-in could not give that size)."""
+    kinds = ['passes', 'passes', 'resized', 'tensor', 'passes']
+    model = Sized(kinds)
+    names, records = observe(model)
+    assert [n for n in names if records[n].identity_residual] == \
+        ['blocks.0', 'blocks.1', 'blocks.3', 'blocks.4']
+    assert [n for n in names if records[n].tuple_output] == ['blocks.0', 'blocks.1', 'blocks.4']
+
+    mutator = build_mutator(min_blocks=0)
+    mutator.prepare_from_supernet(model)
+    assert {k: (s.blocks, s.tuple_blocks) for k, s in mutator.space.stages.items()} == {
+        'blocks.0-1': (['blocks.0', 'blocks.1'], ['blocks.0', 'blocks.1']),
+        'blocks.3-4': (['blocks.3', 'blocks.4'], ['blocks.4'])}
+    x = torch.randn(2, C, 6, 6)
+    out, size = model(x)
+    out.sum().backward()
+    assert tuple(size) == (7, 6)
+    assert all(m.dms_ratio.grad is not None and m.dms_ratio.grad != 0
+               for m in mutator.depth_mutables)
+    # every block removed (hard masks 0): each passes x and the size through
+    for mutable in mutator.depth_mutables:
+        mutable.set_kept(0)
+        mutable.fix_chosen()
+    with torch.no_grad():
+        expected = model.blocks[2](x, (6, 6))[0].sum(dim=(2, 3))
+        assert torch.equal(model(x)[0], expected) and tuple(model(x)[1]) == (7, 6)
+
+
+def test_a_removed_block_returns_the_tuple_of_the_block_it_stands_for():
+    block = SizedBlock('passes')
+    x = torch.randn(1, C, 3, 3)
+    plain, passing = RemovedBlock.of(block, 'b'), RemovedBlock.of(block, 'b', returns_args=True)
+    assert plain(x, (3, 3)) is x
+    y, size = passing(x, (3, 3))
+    assert y is x and size == (3, 3)
+    assert passing.kind == 'passes' and RemovedBlock.returns_args is False

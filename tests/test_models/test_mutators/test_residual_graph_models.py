@@ -1,7 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Depth found from the graph in real OpenMMLab families that no adapter names (ConvNeXt,
-PoolFormer, Swin, mmdet's ResNet), and the export of a subnet that removes blocks of each:
-static outputs equal to the hard-masked search model's, MACs equal to FlopAnalyzer's."""
+PoolFormer, Swin, mmdet's ResNet, MViT-V2, whose blocks return ``(x, out_size)``), and the
+export of a subnet that removes blocks of each: static outputs equal to the hard-masked search
+model's, MACs equal to FlopAnalyzer's."""
 import pytest
 import torch
 from mmengine.config import Config
@@ -9,7 +10,7 @@ from mmengine.config import Config
 from mmdms.apis import (build_search_model, hard_mask_difference, set_random_structure,
                         static_subnet)
 from mmdms.structures import subnet_from_algorithm
-from mmdms.structures.subnet_spec import removed_blocks
+from mmdms.structures.subnet_spec import removed_blocks, tuple_blocks
 from mmdms.utils import count_macs
 
 SIZE = 32
@@ -40,6 +41,11 @@ MODELS = {
                                      num_stages=2, strides=(1, 2), dilations=(1, 1),
                                      out_indices=(1, )), 16),
                      {'backbone.layer1.0-1': 2, 'backbone.layer2.1-1': 1}),
+    # blocks return (x, out_size); the stride-2 block 2 (which doubles the dims) is no stage's
+    'mvit': (classifier(dict(type='MViT', arch=dict(embed_dims=16, num_layers=5, num_heads=1,
+                                                    downscale_indices=[2]),
+                             img_size=SIZE, out_scales=(1, )), 32),
+             {'backbone.blocks.0-1': 2, 'backbone.blocks.3-4': 2}),
 }
 
 
@@ -79,7 +85,7 @@ def test_every_depth_ratio_gets_a_gradient(searched):
 
 
 def test_removing_blocks_exports_exactly(searched):
-    _, cfg, model, _ = searched
+    name, cfg, model, _ = searched
     g = torch.Generator().manual_seed(2)
     set_random_structure(model, g)
     for stage in model.space.stages.values():  # one block fewer than all, at least
@@ -87,6 +93,8 @@ def test_removing_blocks_exports_exactly(searched):
         mutable.set_kept(max(mutable.min_elements, mutable.num_elements - 1))
     subnet = subnet_from_algorithm(model)
     assert removed_blocks(subnet)
+    if name == 'mvit':  # a removed block's stand-in returns (x, out_size)
+        assert set(tuple_blocks(subnet)) == set(model.mutator.graph_blocks)
     static = static_subnet(model, cfg, subnet)
     assert hard_mask_difference(model, static, subnet['input_shape']) <= 1e-4
     assert count_macs(static, subnet['input_shape']) == pytest.approx(subnet['macs'], rel=1e-6)
