@@ -355,6 +355,11 @@ def scale_widths_to(search: nn.Module, widths: Dict[str, int], target: float,
     """Keep ``round(f * widths[key])`` elements of every width of ``search`` (all blocks), the
     one factor ``f`` bisected until the exact MACs are within ``tolerance`` of ``target``.
 
+    Where widths of a few channels round together, one step of ``f`` can jump over the band
+    (DMCP's 4x ResNet structure on Fashion-MNIST: 2.1% over at best); the widths are then moved
+    one element at a time, the one furthest above (or below) ``f`` times its planned width
+    first, until the MACs are in the band.
+
     Which elements are kept is the mutables' ranking (after :func:`set_kept_channels` of the
     first channels: the first ones). Returns the MACs.
 
@@ -373,9 +378,42 @@ def scale_widths_to(search: nn.Module, widths: Dict[str, int], target: float,
 
     high = max(m.num_elements / max(widths[k], 1) for k, m in mutables.items())
     _, cost = bisect_to_target(cost_at, high, target, tolerance, steps)
+    cost = _step_widths_into_band(search, mutables, widths, cost, target, tolerance)
     if abs(cost - target) > tolerance * target:
         raise ValueError(f'scale_widths_to: no scaling of the widths is within {tolerance:.0%} '
                          f'of {target:.6g} MACs; the closest is {cost:.6g}')
+    return cost
+
+
+def _step_widths_into_band(search: nn.Module, mutables: Dict[str, nn.Module],
+                           widths: Dict[str, int], cost: float, target: float,
+                           tolerance: float) -> float:
+    """One element of one width at a time towards ``target`` (see :func:`scale_widths_to`);
+    a width whose step would cross the whole band moves no more. Stops in the band or where no
+    width can move."""
+    def kept(key: str) -> int:
+        return mutables[key].num_kept
+
+    too_coarse = set()
+    for _ in range(sum(m.num_elements for m in mutables.values())):
+        if abs(cost - target) <= tolerance * target:
+            break
+        shrink = cost > target
+        movable = [k for k, m in mutables.items() if k not in too_coarse and
+                   (kept(k) > m.min_elements if shrink else kept(k) < m.num_elements)]
+        if not movable:
+            break
+        ratio = {k: kept(k) / max(widths[k], 1) for k in movable}
+        key = max(movable, key=ratio.get) if shrink else min(movable, key=ratio.get)
+        before = kept(key)
+        mutables[key].set_kept(before - 1 if shrink else before + 1)
+        stepped = float(search.estimator.estimate('macs', hard=True))
+        if (stepped < target) != (cost < target) and \
+                abs(stepped - target) > tolerance * target:
+            mutables[key].set_kept(before)
+            too_coarse.add(key)
+            continue
+        cost = stepped
     return cost
 
 

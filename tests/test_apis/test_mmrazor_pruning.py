@@ -168,3 +168,29 @@ def test_dmcp_architecture_step_normalises_with_the_batch(batch_stats):
     assert all(norm.momentum == 0.1 for norm in norms)
     assert all((norm.running_mean == 3.0).all() and (norm.running_var == 1e-2).all()
                for norm in norms)
+
+
+def test_widths_scaled_to_a_budget_step_into_the_band_where_the_factor_jumps_over_it():
+    """Planned widths of 2 channels round together (``round(f * 2)`` is 0, 1 or 2 in every group
+    at once), so no factor lands between the all-1 and all-2 structures; one element at a time
+    does."""
+    from mmdms.apis.mmrazor_pruning import scale_widths_to
+    search = build_search_model(tiny_search_config())
+    widths = {key: 2 for key, group in search.space.widths.items()
+              if group.mutable.num_elements >= 2}
+
+    def cost_with_all(kept):
+        for key in widths:
+            search.space.widths[key].mutable.set_kept(kept)
+        return float(search.estimator.estimate('macs', hard=True))
+
+    for mutable in search.space.depth_mutables():
+        mutable.set_kept(mutable.num_elements)
+    low, high = cost_with_all(1), cost_with_all(2)
+    target = (low + high) / 2
+    assert min(abs(low - target), abs(high - target)) > 0.02 * target
+    macs = scale_widths_to(search, widths, target, tolerance=0.02)
+    assert abs(macs - target) <= 0.02 * target
+    assert macs == float(search.estimator.estimate('macs', hard=True))  # the structure set
+    kept = [search.space.widths[key].mutable.num_kept for key in widths]
+    assert set(kept) <= {1, 2, 3} and max(kept) - min(kept) <= 2
