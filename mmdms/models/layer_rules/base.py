@@ -38,6 +38,9 @@ class LayerCall:
     bias: bool = False  # conv / linear: has a bias
     in_shape: tuple = ()  # per-sample input shape
     consumer: Optional[str] = None  # pool: the layer that reads its output (gives its channels)
+    # (layer, its channels): the call runs once per channel of that layer's input (RepMLP's
+    # fc3), its cost scaled by the channels kept (LayerRule.per_channel_sublayers)
+    per_channel_of: Optional[Tuple[str, int]] = None
     rule: Optional['LayerRule'] = field(default=None, repr=False, compare=False)
 
     @property
@@ -237,6 +240,12 @@ class LayerRule:
         into consecutive blocks of this many (``[0, s)``, ``[s, 2s)``, ...), each kept or
         pruned whole (a GroupNorm's groups). 1 (the default): any channel."""
         return 1
+
+    def per_channel_sublayers(self, module: nn.Module) -> Tuple[str, ...]:
+        """Layers inside the layer (names relative to it) that run once per input channel of
+        it, their batch being its channels (RepMLP's partition perceptron): the estimator
+        scales their MACs by the fraction of those channels kept. Default: none."""
+        return ()
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:
