@@ -129,6 +129,8 @@ class RepMLPBlockRule(LayerRule):
     check_op = DynamicRepMLPBlock
     leaf = True
     owns_params = False
+    inner_reason = ("its channels are a RepMLPBlock's sharesets times its partition's "
+                    'positions, not the stream\'s (its MACs scale with the stream)')
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
         return module.channels, module.channels

@@ -210,6 +210,8 @@ class LayerRule:
         leaf (bool): the tracer keeps the layer whole (one ``call_module`` node), although it
             is not a ``torch.nn`` class that FX keeps whole by itself; for a layer whose own
             forward FX cannot trace.
+        inner_reason (str): for a leaf with conv / linear layers inside, why they have no
+            searched width (the thin-space warning says it).
     """
 
     module_types: Tuple[type, ...] = ()
@@ -222,6 +224,7 @@ class LayerRule:
     produces_channels = False
     check_op: Optional[type] = None
     leaf = False
+    inner_reason = ''
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
