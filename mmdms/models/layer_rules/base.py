@@ -38,6 +38,9 @@ class LayerCall:
     bias: bool = False  # conv / linear: has a bias
     in_shape: tuple = ()  # per-sample input shape
     consumer: Optional[str] = None  # pool: the layer that reads its output (gives its channels)
+    # (layer, its channels): the call runs once per channel of that layer's input (RepMLP's
+    # fc3), its cost scaled by the channels kept (LayerRule.per_channel_sublayers)
+    per_channel_of: Optional[Tuple[str, int]] = None
     rule: Optional['LayerRule'] = field(default=None, repr=False, compare=False)
 
     @property
@@ -208,6 +211,8 @@ class LayerRule:
         leaf (bool): the tracer keeps the layer whole (one ``call_module`` node), although it
             is not a ``torch.nn`` class that FX keeps whole by itself; for a layer whose own
             forward FX cannot trace.
+        inner_reason (str): for a leaf with conv / linear layers inside, why they have no
+            searched width (the thin-space warning says it).
     """
 
     module_types: Tuple[type, ...] = ()
@@ -220,6 +225,7 @@ class LayerRule:
     produces_channels = False
     check_op: Optional[type] = None
     leaf = False
+    inner_reason = ''
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
@@ -238,6 +244,12 @@ class LayerRule:
         into consecutive blocks of this many (``[0, s)``, ``[s, 2s)``, ...), each kept or
         pruned whole (a GroupNorm's groups). 1 (the default): any channel."""
         return 1
+
+    def per_channel_sublayers(self, module: nn.Module) -> Tuple[str, ...]:
+        """Layers inside the layer (names relative to it) that run once per input channel of
+        it, their batch being its channels (RepMLP's partition perceptron): the estimator
+        scales their MACs by the fraction of those channels kept. Default: none."""
+        return ()
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:

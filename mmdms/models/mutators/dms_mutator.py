@@ -13,7 +13,7 @@ from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUn
 from mmrazor.registry import MODELS, TASK_UTILS
 
 from mmdms.models.adapters.base import adapter_for
-from mmdms.models.layer_rules import leaf_layer_types, searchable_layers
+from mmdms.models.layer_rules import leaf_layer_types, rule_for, searchable_layers
 from mmdms.models.mutables import (DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources,
                                    unit_channel_step)
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
@@ -516,10 +516,15 @@ class DMSMutator(ChannelMutator):
         if not self.search_width or not unsearched:
             return
         leaves = [n for n, m in model.named_modules() if isinstance(m, self.leaf_modules)]
+        # layers whose rule keeps them whole (RepMLP's blocks) say why their layers are left out
+        rule_leaves = {n: rule_for(m).inner_reason for n, m in model.named_modules()
+                       if isinstance(m, leaf_layer_types())}
         by_reason: Dict[str, List[str]] = {}
         for name in unsearched:
             leaf = next((n for n in leaves if name.startswith(f'{n}.')), None)
-            reason = self.unsearched_reasons.get(name) or (
+            inner = next((why for n, why in rule_leaves.items() if name.startswith(f'{n}.')),
+                         None)
+            reason = self.unsearched_reasons.get(name) or inner or (
                 f"it is inside '{leaf}', a leaf module the tracer does not enter"
                 if leaf is not None else 'the tracer saw no call of it (no traced width)')
             by_reason.setdefault(reason, []).append(name)

@@ -25,7 +25,7 @@ Parameters: every parameter of the model, each layer's counted from its expected
 parameters owned by no layer (class token, position embedding) scaled on a searched last axis.
 """
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -97,9 +97,14 @@ class DMSResourceEstimator:
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
         ruled = set()
         batch = self.input_shape[0]
+        per_channel: Dict[str, Tuple[str, int]] = {}  # layer -> (layer whose channels, count)
         for name, module in model.named_modules():
             rule = rule_for(module)
-            if rule is None or not rule.counted(name, space):
+            if rule is None:
+                continue
+            for sub in rule.per_channel_sublayers(module):
+                per_channel[f'{name}.{sub}'] = (name, rule.channels(module)[0])
+            if not rule.counted(name, space):
                 continue
             ruled.add(name)
 
@@ -119,6 +124,7 @@ class DMSResourceEstimator:
             lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
             if lead != batch and lead % batch == 0:
                 call.positions = call.positions * (lead // batch)
+            call.per_channel_of = per_channel.get(name)
             self.calls.append(call)
             if rule.channels_from_consumer:
                 pool_outputs.append((out, call))
@@ -258,8 +264,7 @@ class DMSResourceEstimator:
                   reader: Optional[MaskReader] = None) -> Tensor:
         """Expected multiply-adds of one recorded call, its block's depth mask aside."""
         reader = reader or self._reader(hard)
-        return torch.as_tensor(call.rule.macs(call, call.rule.widths(call, reader)),
-                               dtype=self._dtype(hard))
+        return torch.as_tensor(_call_macs(call, reader), dtype=self._dtype(hard))
 
     def macs(self, hard: bool = False) -> Tensor:
         """Expected multiply-adds per sample (exact with ``hard`` masks)."""
@@ -283,8 +288,7 @@ class DMSResourceEstimator:
         return self._total(terms_of(reader, lambda name: self._depth_weight(name, hard)), hard)
 
     def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
-        return [_weighted(call.rule.macs(call, call.rule.widths(call, reader)), depth(call.name))
-                for call in self.calls] + \
+        return [_weighted(_call_macs(call, reader), depth(call.name)) for call in self.calls] + \
             [_weighted(macs, depth(name)) for name, macs in self.products] + \
             [_weighted(per_channel * self._source_width(reader, source, channels), depth(name))
              for name, per_channel, source, channels in self.upsamplings]
@@ -488,6 +492,18 @@ def known_resource_types() -> tuple:
         if isinstance(cls, type) and issubclass(cls, DMSResourceEstimator):
             types += [t for t in cls.resource_types if t not in types]
     return tuple(types)
+
+
+def _call_macs(call: LayerCall, reader: MaskReader):
+    """MACs of one recorded call at the widths ``reader`` gives; a call run once per channel
+    of another layer (:attr:`LayerCall.per_channel_of`) scaled by the fraction kept."""
+    macs = call.rule.macs(call, call.rule.widths(call, reader))
+    if call.per_channel_of is None:
+        return macs
+    layer, channels = call.per_channel_of
+    masks = reader.layer(layer)
+    mask = masks.in_mask if masks.in_mask is not None else masks.out_mask
+    return macs * reader.width(mask, channels) / channels
 
 
 def _weighted(cost, depth):
