@@ -264,14 +264,19 @@ def tiny_xcit():
              num_heads=4), in_channels=32, neck=None)
 
 
-def test_xcit_class_attention_heads_are_searched_and_export_exactly():
+def test_xcit_heads_are_searched_and_export_exactly():
+    """Both XCiT attentions lose a head. The class attention's heads and qk / v dims are
+    searched; XCA's softmax runs over the head dims, so its heads alone are (a zeroed dim is
+    not a removed one, a whole pruned head is) and its ``temperature`` is sliced."""
     shape = (1, 3, 32, 32)
     search, subnet, static = search_and_export(tiny_xcit, shape, seed=6,
                                                structure=keep_blocks_prune_heads)
     supernet = tiny_xcit()
-    names = [n for n, m in supernet.named_modules() if type(m) is ClassAttntion]
-    assert set(names) <= set(subnet['attentions']) and len(names) == 2
-    for name in names:
+    names = {kind: [n for n, m in supernet.named_modules() if type(m) is kind]
+             for kind in (ClassAttntion, XCA)}
+    assert sorted(subnet['attentions']) == sorted(names[ClassAttntion] + names[XCA])
+    assert len(names[ClassAttntion]) == len(names[XCA]) == 2
+    for name in names[ClassAttntion]:
         spec = subnet['attentions'][name]
         attn = static.architecture.get_submodule(name)
         heads, qk, v = (spec[k]['kept'] for k in ('heads', 'qk_dims', 'v_dims'))
@@ -279,22 +284,9 @@ def test_xcit_class_attention_heads_are_searched_and_export_exactly():
         assert (attn.q.out_features, attn.k.out_features, attn.v.out_features,
                 attn.proj.in_features) == (heads * qk, heads * qk, heads * v, heads * v)
         assert attn.scale == 8**-0.5
-    assert_exact_export(search, subnet, static, shape)
-    assert count_macs(static, shape) == subnet['macs']
-
-
-def test_xcit_cross_covariance_heads_are_searched_with_their_dims_kept():
-    """XCA's softmax runs over the head dims: its heads are searched, its dims stay (a zeroed
-    dim is not a removed one); a whole pruned head is, and its ``temperature`` is sliced."""
-    shape = (1, 3, 32, 32)
-    search, subnet, static = search_and_export(tiny_xcit, shape, seed=6,
-                                               structure=keep_blocks_prune_heads)
-    supernet = tiny_xcit()
-    names = [n for n, m in supernet.named_modules() if type(m) is XCA]
-    assert set(names) <= set(subnet['attentions']) and len(names) == 2
-    assert not [w for w in search.space.widths if w.startswith(tuple(names))
+    assert not [w for w in search.space.widths if w.startswith(tuple(names[XCA]))
                 and not w.endswith('.heads')]
-    for name in names:
+    for name in names[XCA]:
         spec = subnet['attentions'][name]
         attn = static.architecture.get_submodule(name)
         assert isinstance(attn, PrunedXCA) and spec['heads']['kept'] == 3
