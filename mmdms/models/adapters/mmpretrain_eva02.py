@@ -17,9 +17,11 @@ forwards hid its widths from MMRazor's channel graph, which follows channels on 
 The traceable forwards compute the same functions with the token count left to ``reshape``
 (``-1``), the attention cast to ``v``'s dtype rather than ``x``'s (the same one; the original's
 ``type_as(x)`` tied the stream to the heads too) and the halves split on axis 1 of the tokens
-moved there. The heads and head dims stay
-fixed (the rotary embedding rotates whole head dims); the static model keeps mmpretrain's
-forwards, which read nothing of the stream or hidden width.
+moved there. The heads are searched, the head dims stay (the rotary embedding rotates pairs of
+head dims, so a zeroed dim is not a removed one; a whole pruned head has zero q, k and v, so a
+zero output: :class:`~.searched_attention.FixedDims`); the static attention is
+:class:`PrunedAttentionWithRoPE` with the kept heads, the static FFN keeps mmpretrain's forward,
+which reads nothing of the stream or hidden width.
 """
 from typing import Optional
 
@@ -27,8 +29,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmpretrain.models.backbones.vit_eva02 import AttentionWithRoPE
+
+from mmdms.models.layer_rules import register_layer_rule
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
+from .mmpretrain_stream_attention import PrunedHeadsMixin, _SearchedHeadsAdapter
+from .searched_attention import AttentionRule
 
 
 def rope_attention_forward(self: nn.Module, x: torch.Tensor, patch_resolution) -> torch.Tensor:
@@ -65,16 +72,29 @@ def swiglu_ffn_forward(self: nn.Module, x: torch.Tensor,
     return (x if identity is None else identity) + out
 
 
+class PrunedAttentionWithRoPE(PrunedHeadsMixin, AttentionWithRoPE):
+    """A static ``AttentionWithRoPE`` with the heads DMS kept (converted by
+    :meth:`convert_from`; each head keeps its dims and the supernet's scale)."""
+
+    forward = rope_attention_forward
+
+
+@register_layer_rule
+class RoPEAttentionRule(AttentionRule):
+    """EVA-02's rotary attention: ``heads * (qk + v) * N^2`` MACs (the rotations are
+    element-wise, which FlopAnalyzer does not count)."""
+
+    module_types = (AttentionWithRoPE, )
+
+
 @ADAPTERS.register_module()
-class AttentionWithRoPEAdapter(FamilyAdapter):
-    """EVA-02's rotary attention (see the module docstring)."""
+class AttentionWithRoPEAdapter(_SearchedHeadsAdapter):
+    """EVA-02's rotary attention: its stream and heads (see the module docstring)."""
 
-    module_type = 'mmpretrain.models.backbones.vit_eva02.AttentionWithRoPE'
-    match_subclasses = False
-
-    def trace_forward(self, module: nn.Module, x: torch.Tensor,
-                      patch_resolution) -> torch.Tensor:
-        return rope_attention_forward(module, x, patch_resolution)
+    module_type = AttentionWithRoPE
+    forward = staticmethod(rope_attention_forward)
+    pruned = PrunedAttentionWithRoPE
+    search_dims = False
 
 
 @ADAPTERS.register_module()
