@@ -216,7 +216,7 @@ class PrunedHeadsMixin:
         the pruned attention, in place: same submodules, same state-dict keys."""
         for param, axis in cls.per_head_params.items():
             value = getattr(attn, param, None)
-            if value is not None and value.shape[axis] != num_heads:
+            if isinstance(value, torch.Tensor) and value.shape[axis] != num_heads:
                 raise ValueError(f'{param} has {value.shape[axis]} heads on axis {axis}, the '
                                  f'pruned attention {num_heads}')
         set_pruned_heads(attn, num_heads, qk_dims, v_dims)
@@ -680,16 +680,33 @@ def channel_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class PrunedChannelMultiheadAttention(ChannelMultiheadAttention):
-    """A static ``ChannelMultiheadAttention`` whose stream may be narrower than its heads."""
+class PrunedChannelMultiheadAttention(PrunedHeadsMixin, ChannelMultiheadAttention):
+    """A static ``ChannelMultiheadAttention`` whose stream may be narrower than its heads (same
+    state) and, converted by :meth:`convert_from`, with the heads DMS kept (a learnable
+    ``scale``, one per head, sliced by the export); every head keeps its dims."""
 
     forward = channel_attention_forward
+    per_head_params = {'scale': 0}
+
+
+@register_layer_rule
+class ChannelMultiheadAttentionRule(CrossCovarianceAttentionRule):
+    """EdgeNeXt's channel attention: an attention over the head dims, as XCiT's."""
+
+    module_types = (ChannelMultiheadAttention, )
 
 
 @ADAPTERS.register_module()
-class ChannelMultiheadAttentionAdapter(_StreamFreeAdapter):
-    """EdgeNeXt's channel attention."""
+class ChannelMultiheadAttentionAdapter(_SearchedHeadsAdapter):
+    """EdgeNeXt's channel attention: its stream and its heads; its head dims stay (its softmax
+    runs over them, see :class:`~.searched_attention.FixedDims`). With ``v_shortcut`` (the
+    values added to the output, one head) the heads stay too."""
 
     module_type = ChannelMultiheadAttention
     forward = staticmethod(channel_attention_forward)
     pruned = PrunedChannelMultiheadAttention
+    search_dims = False
+
+    def build_space(self, model: nn.Module, name: str, space, width_args: Dict) -> None:
+        if not model.get_submodule(name).v_shortcut:
+            super().build_space(model, name, space, width_args)

@@ -212,7 +212,8 @@ def add_traced_attention(model: nn.Module, name: str, space, width_args: Dict,
     space.set_layer_masks(proj_name, in_mask=HeadsDimsMask(heads, v))
     space.add_attention(name, heads, qk, v)
     for param, axis in (per_head_params or {}).items():
-        if getattr(attn, param, None) is not None:
+        # a tensor: EdgeNeXt's ``scale`` is a per-head parameter or a fixed number
+        if isinstance(getattr(attn, param, None), torch.Tensor):
             space.add_param(f'{name}.{param}', mutable_mask(heads), axis)
     return space.attentions[name]
 

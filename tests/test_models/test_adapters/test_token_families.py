@@ -46,3 +46,27 @@ def test_token_family_stream_is_searched_and_exports_exactly(family):
     if family == 'T2T-ViT':  # the stream slices the fixed position table (a buffer)
         assert 'backbone.pos_embed' in subnet['free_params']
     assert_exact_export(search, subnet, static, SHAPE)
+
+
+def test_edgenext_channel_attention_heads_are_searched_with_their_dims_kept():
+    """EdgeNeXt's channel attention runs its softmax over the head dims: its heads alone are
+    searched (one of two kept here) and its learnable per-head ``scale`` is sliced."""
+    backbone, channels, neck = BACKBONES['EdgeNeXt']
+
+    def build():
+        torch.manual_seed(0)
+        return mmpretrain_classifier(backbone, in_channels=channels, neck=neck)
+
+    def one_head(search):
+        for attention in search.space.attentions.values():
+            attention.heads.set_kept(1)
+
+    search, subnet, static = search_and_export(build, SHAPE, seed=2, structure=one_head)
+    attentions = {f'backbone.stages.{i}.1.csa' for i in (1, 2, 3)}
+    assert attentions <= set(subnet['attentions'])
+    for name in attentions:
+        spec, attn = subnet['attentions'][name], static.architecture.get_submodule(name)
+        assert attn.num_heads == spec['heads']['kept'] == 1
+        assert spec['qk_dims']['kept'] == spec['qk_dims']['total']
+        assert isinstance(attn.scale, torch.nn.Parameter) and attn.scale.shape == (1, 1, 1)
+    assert_exact_export(search, subnet, static, SHAPE)
