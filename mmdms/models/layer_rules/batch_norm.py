@@ -29,6 +29,7 @@ class DMSBatchNormMixin:
     With ``fold_output_mask`` (set by the mutator where the only reader of the output is one
     conv, through a positively homogeneous activation) the mask of its output channels scales
     ``gamma`` and ``beta`` instead of that conv's input: the same function, channel-sized work.
+    A ``dms_output_mask`` (a callable, as on a DMS linear) scales them too.
     """
 
     #: Set by the mutator (:mod:`mmdms.models.mutators.norm_folding`).
@@ -37,6 +38,11 @@ class DMSBatchNormMixin:
     def forward(self, x: Tensor) -> Tensor:
         mask = getattr(self.get_mutable_attr('out_channels'), 'soft_mask', None) \
             if self.fold_output_mask else None
+        # a mask over the output channels set on the layer itself (LeViT's attention heads on
+        # the BatchNorm after its qkv linear: a zeroed linear row is not zero after the norm)
+        source = getattr(self, 'dms_output_mask', None)
+        if source is not None:
+            mask = source() if mask is None else mask * source()
         if mask is None:
             return self.static_op_factory.forward(self, x)
         mask = mask.to(x.dtype)

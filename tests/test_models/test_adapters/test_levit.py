@@ -56,3 +56,24 @@ def test_levit_is_searched_and_exports_exactly(tiny_levit):
     assert kept is not None and len(kept) < TINY['embed_dims'][-1]
     pool = next(call for call in search.estimator.calls if call.kind == 'pool')
     assert float(search.estimator.call_macs(pool, hard=True)) == pool.positions * len(kept)
+
+
+def test_levit_heads_are_searched_and_export_exactly(tiny_levit):
+    """A head fewer in every attention (the down-sampling one too): masked after the BatchNorm
+    of its linear, sliced with its attention biases."""
+    def one_head_fewer(search):
+        for attention in search.space.attentions.values():
+            attention.heads.set_kept(attention.heads.num_elements - 1)
+
+    search, subnet, static = search_and_export(tiny_levit, SHAPE, seed=2,
+                                               structure=one_head_fewer)
+    supernet = tiny_levit()
+    names = [n for n, m in supernet.named_modules()
+             if type(m).__name__ in ('Attention', 'AttentionSubsample')]
+    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 3
+    for name in names:
+        attn, full = static.architecture.get_submodule(name), supernet.get_submodule(name)
+        assert attn.num_heads == full.num_heads - 1 == subnet['attentions'][name]['heads']['kept']
+        assert attn.attention_biases.shape[0] == attn.num_heads
+        assert attn.proj[1].linear.in_features == attn.dh == attn.d * attn.num_heads
+    assert_exact_export(search, subnet, static, SHAPE)
