@@ -12,6 +12,7 @@ from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402
 from . import mmpretrain_repmlp  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
+from . import mmpretrain_revvit  # noqa: F401,E402
 from . import mmpretrain_stream_attention  # noqa: F401,E402
 from . import mmpretrain_swin  # noqa: F401,E402
 from . import mmpretrain_van  # noqa: F401,E402
