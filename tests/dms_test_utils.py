@@ -9,6 +9,26 @@ def last_output(out):
     return out[-1] if isinstance(out, (tuple, list)) else out
 
 
+def assert_head_ratios_get_gradients(model, shape, count):
+    """Every searched head and head-dim ratio of ``model``'s DMS search model (``count`` of them)
+    gets a non-zero gradient from a random projection of the outputs of a random structure."""
+    from mmdms.apis import set_random_structure
+    from mmdms.models import DMS
+    search = DMS(model, mutator=dict(type='DMSMutator', parse_cfg=dict(
+        type='ChannelAnalyzer', demo_input=tuple(shape), tracer_type='FxTracer'))).eval()
+    g = torch.Generator().manual_seed(0)
+    set_random_structure(search, g)
+    out = last_output(search(torch.randn(shape, generator=g), mode='tensor'))
+    (out * torch.randn(out.shape, generator=g)).sum().backward()
+    ratios = [(f'{name}.{part}', getattr(att, part).dms_ratio)
+              for name, att in search.space.attentions.items()
+              for part in ('heads', 'qk_dims', 'v_dims')
+              if not getattr(getattr(att, part), 'fixed', False)]
+    assert len(ratios) == count
+    for name, ratio in ratios:
+        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+
+
 def run_tensor_mode(model, x):
     """Forward an OpenMMLab model in ``tensor`` mode, a plain module as is."""
     return last_output(model(x, mode='tensor') if isinstance(model, BaseModel) else model(x))

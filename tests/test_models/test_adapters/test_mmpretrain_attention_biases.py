@@ -6,9 +6,8 @@ dims and their biases the kept heads', and the static model computes and costs (
 window's attention, by FlopAnalyzer) exactly what the hard-masked search model does."""
 import torch
 
-from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
-from mmdms.apis import set_random_structure
-from mmdms.models import DMS
+from dms_test_utils import (assert_exact_export, assert_head_ratios_get_gradients,
+                             mmpretrain_classifier, search_and_export)
 from mmdms.models.adapters.mmpretrain_attention_biases import (AttentionWithBias, LeAttention,
                                                                PrunedAttentionWithBias,
                                                                PrunedLeAttention)
@@ -62,18 +61,7 @@ def test_tinyvit_heads_are_searched_and_export_exactly():
 
 
 def test_gradient_reaches_tinyvit_head_ratios():
-    search = DMS(tiny_tinyvit(), mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer'))).eval()
-    g = torch.Generator().manual_seed(0)
-    set_random_structure(search, g)
-    out = search(torch.randn(SHAPE, generator=g), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
-              for mutable in (att.heads, att.qk_dims, att.v_dims)]
-    assert len(ratios) == 12
-    for name, ratio in ratios:
-        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+    assert_head_ratios_get_gradients(tiny_tinyvit(), SHAPE, 12)
 
 
 def tiny_efficientformer():

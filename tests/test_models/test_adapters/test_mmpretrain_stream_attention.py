@@ -10,8 +10,8 @@ query, three linears; its cross-covariance attention keeps its heads)."""
 import pytest
 import torch
 
-from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
-from mmdms.apis import set_random_structure
+from dms_test_utils import (assert_exact_export, assert_head_ratios_get_gradients,
+                             mmpretrain_classifier, search_and_export)
 from mmdms.models.adapters.mmpretrain_stream_attention import (
     BEiTAttention, ClassAttntion, GlobalSubsampledAttention, HiViTAttention,
     LocallyGroupedSelfAttention, PrunedBEiTAttention, PrunedClassAttntion,
@@ -116,19 +116,7 @@ def test_swin_searched_heads_export_exactly():
 
 
 def test_gradient_reaches_swin_head_ratios():
-    from mmdms.models import DMS
-    search = DMS(tiny_shifted_swin(), mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer'))).eval()
-    g = torch.Generator().manual_seed(0)
-    set_random_structure(search, g)
-    out = search(torch.randn(SHAPE, generator=g), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
-              for mutable in (att.heads, att.qk_dims, att.v_dims)]
-    assert len(ratios) == 12
-    for name, ratio in ratios:
-        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+    assert_head_ratios_get_gradients(tiny_shifted_swin(), SHAPE, 12)
 
 
 def tiny_beit(shared=False):
@@ -174,20 +162,7 @@ def test_beit_heads_are_searched_and_export_exactly(shared):
 
 
 def test_gradient_reaches_beit_head_ratios():
-    from mmdms.models import DMS
-    shape = (1, 3, 32, 32)
-    search = DMS(tiny_beit(), mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=shape, tracer_type='FxTracer'))).eval()
-    g = torch.Generator().manual_seed(0)
-    set_random_structure(search, g)
-    out = search(torch.randn(shape, generator=g), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
-              for mutable in (att.heads, att.qk_dims, att.v_dims)]
-    assert len(ratios) == 6
-    for name, ratio in ratios:
-        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+    assert_head_ratios_get_gradients(tiny_beit(), (1, 3, 32, 32), 6)
 
 
 def tiny_hivit():

@@ -9,9 +9,8 @@ of the continuous position bias MLP's last linear."""
 import torch
 import torch.nn.functional as F
 
-from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
-from mmdms.apis import set_random_structure
-from mmdms.models import DMS
+from dms_test_utils import (assert_exact_export, assert_head_ratios_get_gradients,
+                             mmpretrain_classifier, search_and_export)
 from mmdms.models.adapters.mmpretrain_stream_attention import (PrunedWindowMSAV2, WindowMSAV2,
                                                                window_msa_v2_forward)
 from mmdms.models.task_modules.functional_macs import _product_macs
@@ -106,16 +105,4 @@ def test_swin_v2_heads_are_searched_and_export_exactly():
 
 
 def test_gradient_reaches_swin_v2_head_ratios():
-    search = DMS(swin_v2_with_heads(), mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer'))).eval()
-    g = torch.Generator().manual_seed(0)
-    set_random_structure(search, g)
-    out = search(torch.randn(SHAPE, generator=g), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    ratios = [(f'{name} {i}', mutable.dms_ratio)
-              for name, att in search.space.attentions.items()
-              for i, mutable in enumerate((att.heads, att.qk_dims, att.v_dims))]
-    assert len(ratios) == 12
-    for name, ratio in ratios:
-        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+    assert_head_ratios_get_gradients(swin_v2_with_heads(), SHAPE, 12)

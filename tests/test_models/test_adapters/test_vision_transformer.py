@@ -11,9 +11,8 @@ unsearched."""
 import pytest
 import torch
 
-from dms_test_utils import assert_exact_export, mmpretrain_classifier, search_and_export
-from mmdms.apis import set_random_structure
-from mmdms.models import DMS
+from dms_test_utils import (assert_exact_export, assert_head_ratios_get_gradients,
+                             mmpretrain_classifier, search_and_export)
 from mmdms.models.architectures import PrunedMultiheadAttention
 from mmdms.models.architectures.pruned_attention import attention_scale
 from mmdms.models.adapters.vision_transformer import MultiheadAttention
@@ -93,15 +92,4 @@ def test_traced_attention_heads_are_searched_and_export_exactly(family):
 
 
 def test_gradient_reaches_traced_attention_head_ratios():
-    search = DMS(traced_model('T2T-ViT'), mutator=dict(type='DMSMutator', parse_cfg=dict(
-        type='ChannelAnalyzer', demo_input=SHAPE, tracer_type='FxTracer'))).eval()
-    g = torch.Generator().manual_seed(0)
-    set_random_structure(search, g)
-    out = search(torch.randn(SHAPE, generator=g), mode='tensor')
-    out = out[-1] if isinstance(out, (tuple, list)) else out
-    (out * torch.randn(out.shape, generator=g)).sum().backward()
-    ratios = [(name, mutable.dms_ratio) for name, att in search.space.attentions.items()
-              for mutable in (att.heads, att.qk_dims, att.v_dims)]
-    assert len(ratios) == 6
-    for name, ratio in ratios:
-        assert ratio.grad is not None and ratio.grad.abs().sum() > 0, name
+    assert_head_ratios_get_gradients(traced_model('T2T-ViT'), SHAPE, 6)
