@@ -10,6 +10,7 @@ from . import mmpretrain_attention_biases  # noqa: F401,E402
 from . import mmpretrain_eva02  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402
+from . import mmpretrain_mvit  # noqa: F401,E402
 from . import mmpretrain_repmlp  # noqa: F401,E402
 from . import mmpretrain_resnet  # noqa: F401,E402
 from . import mmpretrain_revvit  # noqa: F401,E402

@@ -213,6 +213,9 @@ class LayerRule:
             forward FX cannot trace.
         inner_reason (str): for a leaf with conv / linear layers inside, why they have no
             searched width (the thin-space warning says it).
+        scales_own_products (bool): the matrix products computed in the layer's own forward
+            (counted at fixed sizes, :mod:`~mmdms.models.task_modules.functional_macs`) are
+            scaled like its :meth:`per_channel_sublayers` (MViT-V2's per-head products).
     """
 
     module_types: Tuple[type, ...] = ()
@@ -226,6 +229,7 @@ class LayerRule:
     check_op: Optional[type] = None
     leaf = False
     inner_reason = ''
+    scales_own_products = False
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
@@ -250,6 +254,13 @@ class LayerRule:
         it, their batch being its channels (RepMLP's partition perceptron): the estimator
         scales their MACs by the fraction of those channels kept. Default: none."""
         return ()
+
+    def per_channel_source(self, module: nn.Module, name: str) -> Tuple[str, int]:
+        """``(layer, channels)`` whose kept fraction scales the :meth:`per_channel_sublayers`
+        (the layer's input mask, else its output mask): by default the layer itself and its
+        input channels; an attention whose pooling runs once per head names the layer that
+        reads its heads (MViT-V2's ``proj``)."""
+        return name, self.channels(module)[0]
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:

@@ -93,7 +93,9 @@ class DMSInputMaskMixin:
     The weight is multiplied by the mask instead when it has no more elements than the input
     (same function, fewer operations). A layer may also carry ``dms_output_mask``, a callable
     returning a mask over its output channels (the attention's heads and head dims on ``qkv``);
-    it is folded into the weight's output rows and the bias the same way.
+    it is folded into the weight's output rows and the bias the same way; and
+    ``dms_input_mask``, one over its input channels, applied with the traced one (MViT-V2's
+    heads on ``proj``).
     """
 
     mask_dim = 1
@@ -105,7 +107,11 @@ class DMSInputMaskMixin:
         if self.fold_input_mask:
             return None
         container = self.get_mutable_attr('in_channels')
-        return getattr(container, 'soft_mask', None)
+        mask = getattr(container, 'soft_mask', None)
+        source = getattr(self, 'dms_input_mask', None)
+        if source is not None:
+            mask = source() if mask is None else mask * source()
+        return mask
 
     def output_soft_mask(self) -> Optional[Tensor]:
         source = getattr(self, 'dms_output_mask', None)

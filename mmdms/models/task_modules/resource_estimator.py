@@ -98,12 +98,16 @@ class DMSResourceEstimator:
         ruled = set()
         batch = self.input_shape[0]
         per_channel: Dict[str, Tuple[str, int]] = {}  # layer -> (layer whose channels, count)
+        #: module -> (layer whose channels, count) scaling the products of its own forward
+        self._scaled_products: Dict[str, Tuple[str, int]] = {}
         for name, module in model.named_modules():
             rule = rule_for(module)
             if rule is None:
                 continue
             for sub in rule.per_channel_sublayers(module):
-                per_channel[f'{name}.{sub}'] = (name, rule.channels(module)[0])
+                per_channel[f'{name}.{sub}'] = rule.per_channel_source(module, name)
+            if rule.scales_own_products:
+                self._scaled_products[name] = rule.per_channel_source(module, name)
             if not rule.counted(name, space):
                 continue
             ruled.add(name)
@@ -289,9 +293,16 @@ class DMSResourceEstimator:
 
     def _macs_terms(self, reader: MaskReader, depth: Callable[[str], object]) -> list:
         return [_weighted(_call_macs(call, reader), depth(call.name)) for call in self.calls] + \
-            [_weighted(macs, depth(name)) for name, macs in self.products] + \
+            [_weighted(self._product_macs(reader, name, macs), depth(name))
+             for name, macs in self.products] + \
             [_weighted(per_channel * self._source_width(reader, source, channels), depth(name))
              for name, per_channel, source, channels in self.upsamplings]
+
+    def _product_macs(self, reader: MaskReader, name: str, macs: int):
+        """A recorded product's MACs, scaled by its module's kept fraction where its rule says
+        so (:attr:`~mmdms.models.layer_rules.LayerRule.scales_own_products`)."""
+        source = self._scaled_products.get(name)
+        return macs if source is None else macs * _kept_fraction(reader, *source)
 
     def _source_width(self, reader: MaskReader, source: Optional[str], channels: int):
         """Kept output channels of an upsampling's source layer (``channels`` where it has
@@ -500,10 +511,14 @@ def _call_macs(call: LayerCall, reader: MaskReader):
     macs = call.rule.macs(call, call.rule.widths(call, reader))
     if call.per_channel_of is None:
         return macs
-    layer, channels = call.per_channel_of
+    return macs * _kept_fraction(reader, *call.per_channel_of)
+
+
+def _kept_fraction(reader: MaskReader, layer: str, channels: int):
+    """The fraction of ``layer``'s ``channels`` its input mask (else its output mask) keeps."""
     masks = reader.layer(layer)
     mask = masks.in_mask if masks.in_mask is not None else masks.out_mask
-    return macs * reader.width(mask, channels) / channels
+    return reader.width(mask, channels) / channels
 
 
 def _weighted(cost, depth):
