@@ -18,6 +18,7 @@ from . import mmpretrain_stream_attention  # noqa: F401,E402
 from . import mmpretrain_swin  # noqa: F401,E402
 from . import mmpretrain_van  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
+from . import reparameterizable  # noqa: F401,E402
 from . import vision_transformer  # noqa: F401,E402
 
 if importlib.util.find_spec('transformers') is not None:  # the optional llm extra
