@@ -494,7 +494,8 @@ def _importance_decay(cfg, decay: float) -> dict:
 #: Sensitivity variants of the DMS search: name -> (config -> cfg options changing one knob of
 #: ``configs/dms/fmnist/*_search.py``; the defaults are in ``_base_/dms_search_recipe.py``:
 #: width temperature ``lambda = N`` (``lambda_scale`` 1), lambda_resource 1, lr_structure 5e-3,
-#: 4 search epochs of which the last searches width only, Taylor importance EMA decay 0.99).
+#: 4 search epochs of which the last searches width only, Taylor importance EMA decay 0.99, from
+#: the gradient of the whole training loss).
 VARIANTS: Dict[str, Callable] = {
     'temperature_x0.25': lambda cfg: _width_lambda_scale(cfg, 0.25),
     'temperature_x4': lambda cfg: _width_lambda_scale(cfg, 4.0),
@@ -507,6 +508,8 @@ VARIANTS: Dict[str, Callable] = {
     'search_x2': lambda cfg: _search_epochs(cfg, 2 * cfg.search_epochs),
     'ema_0.9': lambda cfg: _importance_decay(cfg, 0.9),
     'no_width_only': lambda cfg: {f'{RESOURCE_HOOK}.width_only_epochs': 0},
+    # the Taylor importance from the task loss alone (the resource loss still trains the ratios)
+    'importance_task_only': lambda cfg: {'model.importance_from_task_loss': True},
 }
 
 

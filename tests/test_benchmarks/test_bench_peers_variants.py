@@ -45,6 +45,7 @@ KNOBS = {
                  'model.mutator.depth_args.importance.type',
                  'model.mutator.depth_args.importance.decay'}, None),
     'no_width_only': ({'custom_hooks.1.width_only_epochs'}, None),
+    'importance_task_only': ({'model.importance_from_task_loss'}, None),
 }
 
 

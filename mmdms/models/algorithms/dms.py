@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """The DMS search model: a supernet (any mmpretrain / mmyolo model) and its DMSMutator."""
+import contextlib
 import copy
 from typing import Dict, List, Optional, Union
 
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdms.models.adapters.network_forward import network_forward
+from mmdms.models.mutables.dms_topk import masks_unrecorded
 
 
 #: Scale of the logged ``r_c`` / ``r_t``: MACs and params in millions, latency in ms.
@@ -44,6 +46,11 @@ class DMS(BaseAlgorithm):
             ``r_c`` takes the value of the hard-mask count (the cost of the structure that will be
             exported) with the soft count's gradient (straight-through), so the search stops
             exactly when the exported model meets the target.
+        importance_from_task_loss (bool): the Taylor importance sees ``dL/dm`` of the task
+            loss alone: the resource loss reads its own copy of the soft masks
+            (:func:`~mmdms.models.mutables.dms_topk.masks_unrecorded`), which trains the ratios
+            as before. False (the paper's "training loss"): ``dL/dm`` of both, whose resource
+            part is the same for every element of a width and so ranks by ``m`` itself.
         data_preprocessor (dict, optional): defaults to the architecture's.
         init_cfg (dict, optional): initialisation config.
     """
@@ -54,6 +61,7 @@ class DMS(BaseAlgorithm):
                  resource_estimator: Dict = dict(type='DMSResourceEstimator'),
                  freeze_weights: bool = False,
                  resource_value: str = 'soft',
+                 importance_from_task_loss: bool = False,
                  data_preprocessor: Optional[Dict] = None,
                  init_cfg: Optional[Dict] = None) -> None:
         if isinstance(architecture, dict) and isinstance(data_preprocessor, dict) \
@@ -90,6 +98,7 @@ class DMS(BaseAlgorithm):
         if resource_value not in ('soft', 'hard'):
             raise ValueError(f"resource_value must be 'soft' or 'hard', got '{resource_value}'")
         self.resource_value = resource_value
+        self.importance_from_task_loss = importance_from_task_loss
         self.freeze_weights = freeze_weights
         if freeze_weights:
             for name, param in self.named_parameters():
@@ -184,7 +193,8 @@ class DMS(BaseAlgorithm):
 
     def resource_loss(self) -> Dict[str, Tensor]:
         """``loss_resource`` (Eq. 7) and the logged ``r_c`` / ``r_t``."""
-        r_c = self.estimator.estimate(self.resource_type)
+        with masks_unrecorded() if self.importance_from_task_loss else contextlib.nullcontext():
+            r_c = self.estimator.estimate(self.resource_type)
         if self.resource_value == 'hard':
             r_c = self.estimator.estimate(self.resource_type, hard=True) + (r_c - r_c.detach())
         r_t = self.resource_target

@@ -1,6 +1,8 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """State shared by the DMS mutables: one learnable ratio, the importance and the soft mask."""
-from typing import List, Optional, Union
+import contextlib
+import itertools
+from typing import Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -8,6 +10,25 @@ from torch import Tensor
 
 from mmdms.ops import hard_mask, rank_normalize, soft_mask
 from .importance import BaseImportance, build_importance
+
+
+#: The open :func:`masks_unrecorded` contexts, innermost last (``None``: masks are recorded).
+_UNRECORDED: List[Optional[int]] = [None]
+_CONTEXTS = itertools.count()
+
+
+@contextlib.contextmanager
+def masks_unrecorded() -> Iterator[None]:
+    """Soft masks read inside this context are computed apart from the forward's (one per
+    mutable and context) and record nothing for the importance: a loss computed from them (the
+    resource loss) still trains the ratios, but its ``dL/dm`` is not added into the Taylor
+    importance, which then measures the task loss alone (Molchanov et al.'s importance).
+    Outside it every reader shares the forward's one mask."""
+    _UNRECORDED.append(next(_CONTEXTS))
+    try:
+        yield
+    finally:
+        _UNRECORDED.pop()
 
 
 class DMSTopkMixin:
@@ -106,9 +127,18 @@ class DMSTopkMixin:
         """Soft mask over the elements, shape (N,), differentiable in ``dms_ratio``.
 
         Cached for the forward pass; recomputed after the ratio or importance changes, after a
-        backward pass consumed it, or when the grad mode changes.
+        backward pass consumed it, or when the grad mode changes; inside
+        :func:`masks_unrecorded`, computed afresh without the importance's gradient hook.
         """
+        context = _UNRECORDED[-1]
         key = (torch.is_grad_enabled(), self.dms_ratio._version, self.importance._version)
+        if context is not None:
+            cached = getattr(self, '_unrecorded_cache', None)
+            if cached is None or cached[0] != (context, key):
+                mask = soft_mask(self.normalized_importance(), self._projected_ratio(),
+                                 self.lambda_)
+                cached = self._unrecorded_cache = ((context, key), mask)
+            return cached[1]
         if self._mask_cache is not None and self._mask_cache_key == key:
             return self._mask_cache
         mask = soft_mask(self.normalized_importance(), self._projected_ratio(), self.lambda_)
