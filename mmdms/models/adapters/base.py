@@ -159,12 +159,38 @@ class ResidualBlockAdapter(FamilyAdapter):
     Attributes:
         identity_when (str, optional): the attribute that is true for instances with an identity
             shortcut, or ``'attr is None'``; ``None``: every instance.
+        branch_conv (str, optional): the ``ConvModule`` that ends the residual branch, whose
+            output the block adds to its input with nothing after it but a drop path
+            (:meth:`branch_norm`).
     """
 
     identity_when: Optional[str] = None
+    branch_conv: Optional[str] = None
 
     def is_residual_block(self, module: nn.Module) -> bool:
         return residual_predicate(self.identity_when)(module)
+
+    def branch_conv_path(self, module: nn.Module) -> Optional[str]:
+        """The path of the ``ConvModule`` that ends the block's residual branch (default:
+        :attr:`branch_conv`)."""
+        return self.branch_conv
+
+    def branch_norm(self, module: nn.Module) -> Optional[str]:
+        """The norm whose output is the block's residual branch ``f(x)`` in ``x + f(x)``: the
+        last layer of :meth:`branch_conv_path`'s ``ConvModule`` when it has a norm and no
+        activation after it. The mutator folds the block's depth mask into its affine
+        parameters (``x + m f(x)``, no activation-sized work); None: it mixes the block's
+        output instead."""
+        path = self.branch_conv_path(module)
+        if path is None:
+            return None
+        from mmcv.cnn import ConvModule
+        conv = module.get_submodule(path)
+        # the norm after the conv and no activation: the module's output is the norm's
+        if not isinstance(conv, ConvModule) or conv.with_activation or not conv.with_norm or \
+                conv.order.index('norm') < conv.order.index('conv'):
+            return None
+        return f'{path}.{conv.norm_name}'
 
 
 def residual_predicate(condition: Optional[str]) -> Callable[[nn.Module], bool]:

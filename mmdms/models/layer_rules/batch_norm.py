@@ -41,8 +41,9 @@ class DMSBatchNormMixin:
         # a mask over the output channels set on the layer itself (LeViT's attention heads on
         # the BatchNorm after its qkv linear: a zeroed linear row is not zero after the norm)
         source = getattr(self, 'dms_output_mask', None)
-        if source is not None:
-            mask = source() if mask is None else mask * source()
+        if source is not None:  # multiplied in x's dtype, as the separate masks would be
+            extra = source().to(x.dtype)
+            mask = extra if mask is None else mask.to(x.dtype) * extra
         if mask is None:
             return self.static_op_factory.forward(self, x)
         mask = mask.to(x.dtype)

@@ -12,8 +12,10 @@ from mmrazor.models.mutators import ChannelMutator
 from mmrazor.models.mutables.mutable_channel.units.channel_unit import ChannelUnit
 from mmrazor.registry import MODELS, TASK_UTILS
 
-from mmdms.models.adapters.base import adapter_for
-from mmdms.models.layer_rules import leaf_layer_types, rule_for, searchable_layers
+from mmdms.models.adapters.base import ResidualBlockAdapter, adapter_for
+from mmdms.models.layer_rules import (leaf_layer_types, replace_with_dms_op, rule_for,
+                                      searchable_layers)
+from mmdms.models.layer_rules.batch_norm import DMSBatchNormMixin
 from mmdms.models.mutables import (DMSChannelUnit, DMSMutableBlocks, check_weight_norm_sources,
                                    unit_channel_step)
 from mmdms.models.search_space import SearchSpace, container_mask, no_mask
@@ -101,6 +103,11 @@ class DMSMutator(ChannelMutator):
             conv alone, with ``act`` ReLU-like, let the BatchNorm's affine parameters apply the
             mask instead of the conv (same function, less work; see
             :mod:`~mmdms.models.mutators.norm_folding`). Defaults to True.
+        fold_depth_masks (bool): where a block's adapter names the BatchNorm that ends its
+            residual branch (MobileNetV2's and EfficientNet's inverted residuals), scale that
+            norm's affine parameters by the block's depth mask (``x + m f(x)``) instead of
+            mixing the block's output with its input (same function, no activation-sized work).
+            Defaults to True.
         init_cfg (dict, optional): initialisation config.
     """
 
@@ -118,6 +125,7 @@ class DMSMutator(ChannelMutator):
                  allow_empty_stage: bool = False,
                  leaf_modules: Sequence[str] = (),
                  fold_norm_masks: bool = True,
+                 fold_depth_masks: bool = True,
                  adapter_args: Optional[Dict[str, Dict]] = None,
                  strict: bool = False,
                  init_cfg: Optional[Dict] = None) -> None:
@@ -153,6 +161,7 @@ class DMSMutator(ChannelMutator):
         self.structured_mutables = nn.ModuleDict()
         self._depth_hooks: list = []
         self.fold_norm_masks = fold_norm_masks
+        self.fold_depth_masks = fold_depth_masks
         self.adapter_args = {k: dict(v) for k, v in (adapter_args or {}).items()}
         self.strict = strict
         #: ``{layer: why}`` for conv / linear layers left out of the width search.
@@ -463,8 +472,25 @@ class DMSMutator(ChannelMutator):
                                  [n for n in names if n in self.block_records and
                                   self.block_records[n].tuple_output])
             for index, name in enumerate(names):
+                norm = self._branch_norm(model, name) if self.fold_depth_masks else None
+                if norm is not None:
+                    norm.dms_output_mask = _FoldedDepthMask(
+                        mutable, index, norm.num_features, getattr(norm, 'dms_output_mask', None))
+                    continue
                 self._depth_hooks.append(modules[name].register_forward_hook(
                     _DepthMask(mutable, index), with_kwargs=True))
+
+    @staticmethod
+    def _branch_norm(model: nn.Module, name: str) -> Optional[nn.Module]:
+        """The BatchNorm (as its DMS op) that ends block ``name``'s residual branch, where its
+        adapter names one (:meth:`~mmdms.models.adapters.ResidualBlockAdapter.branch_norm`)."""
+        adapter = adapter_for(model.get_submodule(name), 'is_residual_block')
+        path = adapter.branch_norm(model.get_submodule(name)) \
+            if isinstance(adapter, ResidualBlockAdapter) else None
+        if path is None:
+            return None
+        norm = replace_with_dms_op(model, f'{name}.{path}')
+        return norm if isinstance(norm, DMSBatchNormMixin) else None
 
     @staticmethod
     def _contiguous_stages(modules: Dict[str, nn.Module], searchable: set,
@@ -614,6 +640,25 @@ def free_param_mask(size: int, ranges: List[tuple]):
         return torch.cat(parts)
 
     return mask
+
+
+class _FoldedDepthMask:
+    """The depth mask of a block ``x + f(x)`` whose branch ends with a BatchNorm, as that norm's
+    output mask (``dms_output_mask``, scaling its ``gamma`` and ``beta``): ``x + m f(x)``, the
+    value and gradients of ``x + m (g(x) - x)`` with no activation-sized work (a drop path after
+    the norm is linear, so it commutes with ``m``)."""
+
+    def __init__(self, mutable: DMSMutableBlocks, index: int, channels: int,
+                 inner=None) -> None:
+        self.mutable, self.index, self.channels, self.inner = mutable, index, channels, inner
+
+    def __call__(self) -> torch.Tensor:
+        mask = self.mutable.block_mask(self.index).expand(self.channels)
+        return mask if self.inner is None else mask * self.inner()
+
+    def __deepcopy__(self, memo):
+        return _FoldedDepthMask(copy.deepcopy(self.mutable, memo), self.index, self.channels,
+                                copy.deepcopy(self.inner, memo))
 
 
 class _DepthMask:
