@@ -168,9 +168,14 @@ class TorchMultiheadAttentionRule(LayerRule):
     key and value, one width) and output channels searched, heads and head dims fixed.
 
     One call: ``positions`` = query tokens ``L`` per sequence (times the sequences of a
-    sample, which the estimator finds from ``lead``, the sequences of the call),
-    ``in_shape = (L, S)`` with ``S`` key tokens. MACs per sequence, as FlopAnalyzer counts the
-    projections and the two products: ``(L + 2 S) C_in E + 2 L S E + L E C_out``."""
+    sample, which the estimator finds from ``lead``, the sequences of the call);
+    ``in_shape = (L, S_k, S_v, S, k_width, v_width, E, fixed)``: key and value tokens, the key
+    tokens the scores see (``bias_k`` and ``add_zero_attn`` add one each), the key and value
+    widths when they are not the stream's (0 when they are), the heads' width ``E`` (fixed)
+    and the parameters no width scales. MACs per sequence as FlopAnalyzer counts ``F.multi_head_attention_forward``
+    (:func:`~mmdms.models.task_modules.functional_macs.multi_head_attention_macs`): the
+    projections ``L C_q E + S_k C_k E + S_v C_v E``, the two products ``2 L S E`` and the
+    output projection ``L E C_out``."""
 
     module_types = (nn.MultiheadAttention, )
     kind = 'torch_attention'
@@ -186,28 +191,38 @@ class TorchMultiheadAttentionRule(LayerRule):
     def record_call(self, name: str, module: nn.Module, args: tuple, kwargs: dict,
                     out) -> LayerCall:
         names = ('query', 'key', 'value')
-        query, key = (args[i] if len(args) > i else kwargs[names[i]] for i in range(2))
-        if query.dim() == 2:
-            query, key = query.unsqueeze(1), key.unsqueeze(1)
+        query, key, value = (args[i] if len(args) > i else kwargs[names[i]] for i in range(3))
+        if query.dim() == 2:  # unbatched
+            query, key, value = query[:, None], key[:, None], value[:, None]
         elif module.batch_first:
-            query, key = query.transpose(0, 1), key.transpose(0, 1)
-        return LayerCall(name, self.kind, module.embed_dim, module.out_proj.out_features,
-                         query.shape[0], bias=module.in_proj_bias is not None,
-                         in_shape=(query.shape[0], key.shape[0]), lead=query.shape[1])
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        same = module._qkv_same_embed_dim
+        width, c_in, c_out = module.embed_dim, module.embed_dim, module.out_proj.out_features
+        widths = sum(p.numel() for n, p in module.named_parameters()
+                     if n in ('in_proj_weight', 'out_proj.weight', 'out_proj.bias'))
+        fixed = sum(p.numel() for p in module.parameters()) - widths
+        source = key.shape[0] + (module.bias_k is not None) + bool(module.add_zero_attn)
+        return LayerCall(name, self.kind, c_in, c_out, query.shape[0],
+                         bias=module.out_proj.bias is not None,
+                         in_shape=(query.shape[0], key.shape[0], value.shape[0], source,
+                                   0 if same else key.shape[-1],
+                                   0 if same else value.shape[-1], width, fixed),
+                         lead=query.shape[1])
 
     def macs(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
-        length, source = call.in_shape
-        width = call.in_channels  # the heads' width, fixed
+        length, keys, values, source, k_width, v_width, width, _ = call.in_shape
         sequences = call.positions // length  # per sample (the estimator scaled positions)
-        return sequences * ((length + 2 * source) * c_in * width + 2 * length * source * width +
+        projections = length * c_in + keys * (k_width or c_in) + values * (v_width or c_in)
+        return sequences * (projections * width + 2 * length * source * width +
                             length * width * c_out)
 
     def params(self, call: LayerCall, widths: tuple):
         c_in, c_out = widths
-        width = call.in_channels
-        count = 3 * width * c_in + width * c_out + c_out
-        return count + 3 * width if call.bias else count
+        width, fixed = call.in_shape[-2:]
+        same = not call.in_shape[4]
+        count = fixed + width * c_out + (c_out if call.bias else 0)
+        return count + 3 * width * c_in if same else count
 
     def prune(self, module: nn.Module, kept_in: Optional[Sequence[int]],
               kept_out: Optional[Sequence[int]], name: str) -> None:
