@@ -6,8 +6,8 @@ patch tokens in place, and its attentions are ``torch.nn.MultiheadAttention`` s.
   token with an item assignment, ``patch_embed[:, 1:] = patch_embed[:, 1:] + ...``. torch.fx's
   proxies have no ``__setitem__``, so the channel tracer could not enter any ``TnTLayer``, even
   with its control flow run on the demo input (``UntraceableModuleError``: TNT did not build).
-  The copy's forward computes the same tokens out of place, the class token concatenated in
-  front of the updated patch tokens.
+  The copy's forward computes the same tokens out of place: it adds the projected pixels,
+  padded with a zero token in front for the class token.
 * TNT's blocks attend with mmcv's ``MultiheadAttention``, which wraps
   ``torch.nn.MultiheadAttention``: a leaf of the trace whose input projection is a bare
   parameter (``in_proj_weight``) and whose ``out_proj`` it calls as a function. No layer rule
@@ -247,10 +247,13 @@ class TnTLayerAdapter(FamilyAdapter):
 
     def trace_forward(self, module: nn.Module, pixel_embed: Tensor,
                       patch_embed: Tensor) -> tuple:
-        """``TnTLayer.forward`` without the item assignment."""
+        """``TnTLayer.forward`` without the item assignment: the projected pixels, a zero
+        token padded in front of them for the class token, are added to the tokens. (Not a
+        concatenation of the class token with the updated patch tokens: the channel graph
+        recomputes the widths into a concatenation along every path, which for one per layer
+        took the zoo's 12-layer TNT-S more than ten minutes.)"""
         pixel_embed = module.inner_block(pixel_embed)
         B, N, _ = patch_embed.size()
-        patches = patch_embed[:, 1:] + module.projection(
-            module.norm_proj(pixel_embed).reshape(B, N - 1, -1))
-        patch_embed = torch.cat((patch_embed[:, :1], patches), dim=1)
+        patches = module.projection(module.norm_proj(pixel_embed).reshape(B, N - 1, -1))
+        patch_embed = patch_embed + F.pad(patches, (0, 0, 1, 0))
         return pixel_embed, module.outer_block(patch_embed)
