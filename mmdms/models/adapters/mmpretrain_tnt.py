@@ -18,10 +18,12 @@ patch tokens in place, and its attentions are ``torch.nn.MultiheadAttention`` s.
   head width from its input's width), so the export makes it a
   :class:`PrunedTorchMultiheadAttention`: the same state, the attention written out.
 
-The inner (pixel) stream stays fixed: each layer's ``projection`` reads it flattened with the
-pixel positions position-major (``(P, C)`` to ``P C``), which MMRazor's channel graph records
-as an expansion of each channel to ``P`` consecutive features (channel-major): that would mask
-the wrong features.
+The inner (pixel) stream stays fixed: the channel graph ties it to the model's input
+(``PixelEmbed`` reshapes with sizes read from the image). It should stay so: each layer's
+``projection`` reads it flattened with the pixel positions position-major (``(P, C)`` to
+``P C``), which MMRazor's channel graph records as an expansion of each channel to ``P``
+consecutive features (channel-major, :class:`~mmdms.models.mutables.ExpandedMutableChannel`):
+that would mask the wrong features.
 """
 from typing import Optional, Sequence, Set, Tuple
 
@@ -172,7 +174,8 @@ class TorchMultiheadAttentionRule(LayerRule):
     ``in_shape = (L, S_k, S_v, S, k_width, v_width, E, fixed)``: key and value tokens, the key
     tokens the scores see (``bias_k`` and ``add_zero_attn`` add one each), the key and value
     widths when they are not the stream's (0 when they are), the heads' width ``E`` (fixed)
-    and the parameters no width scales. MACs per sequence as FlopAnalyzer counts ``F.multi_head_attention_forward``
+    and the parameters no width scales. MACs per sequence as FlopAnalyzer counts
+    ``F.multi_head_attention_forward``
     (:func:`~mmdms.models.task_modules.functional_macs.multi_head_attention_macs`): the
     projections ``L C_q E + S_k C_k E + S_v C_v E``, the two products ``2 L S E`` and the
     output projection ``L E C_out``."""
