@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch.nn as nn
 from torch import Tensor
 
+from mmdms.models.layer_rules.base import rule_for
+
 #: ``fn(hard) -> mask`` over one axis of a layer; ``None`` means every channel is kept.
 MaskFn = Callable[[bool], Optional[Tensor]]
 
@@ -160,6 +162,12 @@ class SearchSpace:
     def set_coverage(self, model: nn.Module, searchable: List[Tuple[str, nn.Module]]) -> None:
         """Record which of the ``searchable`` (conv / linear) layers no width covers."""
         covered_names = {n for group in self.widths.values() for n in group.layers}
+        modules = dict(model.named_modules())
+        for name in list(covered_names):  # layers a covered layer slices with its widths
+            rule = rule_for(modules[name]) if name in modules else None
+            if rule is not None:
+                covered_names.update(f'{name}.{sub}'
+                                     for sub in rule.sliced_sublayers(modules[name]))
         self.covered_weights = self.total_weights = 0
         self.unsearched_layers = []
         for name, module in searchable:

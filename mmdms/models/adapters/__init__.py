@@ -16,6 +16,7 @@ from . import mmpretrain_resnet  # noqa: F401,E402
 from . import mmpretrain_revvit  # noqa: F401,E402
 from . import mmpretrain_stream_attention  # noqa: F401,E402
 from . import mmpretrain_swin  # noqa: F401,E402
+from . import mmpretrain_tnt  # noqa: F401,E402
 from . import mmpretrain_van  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
 from . import reparameterizable  # noqa: F401,E402

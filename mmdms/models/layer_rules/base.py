@@ -41,6 +41,9 @@ class LayerCall:
     # (layer, its channels): the call runs once per channel of that layer's input (RepMLP's
     # fc3), its cost scaled by the channels kept (LayerRule.per_channel_sublayers)
     per_channel_of: Optional[Tuple[str, int]] = None
+    # the size of the call's batch axis where its output's first axis is not it (a
+    # sequence-first torch.nn.MultiheadAttention, whose output is a tuple)
+    lead: Optional[int] = None
     rule: Optional['LayerRule'] = field(default=None, repr=False, compare=False)
 
     @property
@@ -261,6 +264,13 @@ class LayerRule:
         input channels; an attention whose pooling runs once per head names the layer that
         reads its heads (MViT-V2's ``proj``)."""
         return name, self.channels(module)[0]
+
+    def sliced_sublayers(self, module: nn.Module) -> Tuple[str, ...]:
+        """Conv / linear layers inside the layer (names relative to it) whose weights its
+        :meth:`prune` slices by its widths (``torch.nn.MultiheadAttention``'s ``out_proj``,
+        which it calls as a function): searched whenever the layer is, for the coverage.
+        Default: none."""
+        return ()
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:

@@ -125,7 +125,8 @@ class DMSResourceEstimator:
             # rules count per element of the first axis; a layer run on windows or patches
             # (Swin's attention on (B * windows, N, C), TNT's pixel embedding) has more of
             # them than the forward has samples
-            lead = out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
+            lead = call.lead if call.lead is not None else \
+                out.shape[0] if isinstance(out, Tensor) and out.dim() > 0 else batch
             if lead != batch and lead % batch == 0:
                 call.positions = call.positions * (lead // batch)
             call.per_channel_of = per_channel.get(name)
