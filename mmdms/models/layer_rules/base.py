@@ -213,6 +213,11 @@ class LayerRule:
             forward FX cannot trace.
         inner_reason (str): for a leaf with conv / linear layers inside, why they have no
             searched width (the thin-space warning says it).
+        counts_functional_ops (bool): the layer's MACs include the matrix products and
+            upsamplings its forward computes with functions (an attention's ``q @ k``); False
+            for a leaf whose cost is its inner layers', recorded on their own: the estimator
+            then records those functions inside it as anywhere else (HorNet's global filter
+            interpolates its weight).
     """
 
     module_types: Tuple[type, ...] = ()
@@ -226,6 +231,7 @@ class LayerRule:
     check_op: Optional[type] = None
     leaf = False
     inner_reason = ''
+    counts_functional_ops = True
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
@@ -250,6 +256,14 @@ class LayerRule:
         it, their batch being its channels (RepMLP's partition perceptron): the estimator
         scales their MACs by the fraction of those channels kept. Default: none."""
         return ()
+
+    def stream_sublayers(self, module: nn.Module) -> Dict[str, Tuple[bool, bool]]:
+        """Layers inside a leaf layer (names relative to it) whose input and / or output
+        channels are the leaf's own, unchanged: ``{name: (input, output)}``. The mutator gives
+        them the leaf's masks on those sides (and their width's coverage), so the estimator
+        counts and the export slices them as layers of their own (HorNet's ``gnConv``:
+        ``proj_in``'s input, ``proj_out``'s output). Default: none."""
+        return {}
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:
