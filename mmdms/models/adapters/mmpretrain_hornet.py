@@ -28,7 +28,8 @@ two convs the stream's masks, so the estimator counts them and the export slices
 conv). The order widths inside (``proj_in``'s outputs, ``dwconv``, ``projs``, ``proj_out``'s
 inputs) stay as they are: the global filter's LayerNorms take their statistics over all of
 ``abc``, and its interleaving maps the halves' channels onto alternate channels of every order
-width, so pruning one order width is not a slice of the filter's halves.
+width, so pruning one order width is not a slice of the filter's halves. (A gnConv with a depthwise ``dwconv`` traces, but
+MMRazor keeps its order widths fixed as well: the leaf loses nothing there.)
 """
 from typing import Dict, Optional, Sequence, Set, Tuple
 
@@ -132,8 +133,9 @@ class GnConvRule(LayerRule):
     leaf = True
     owns_params = False
     counts_functional_ops = False  # the global filter's interpolated weight: an upsampling
-    inner_reason = ("it is inside a HorNet gnConv, whose order widths stay fixed (its global "
-                    "filter's LayerNorms and channel interleaving span all of them); gnConv's "
+    inner_reason = ("it is inside a HorNet gnConv, a leaf whose order widths stay fixed (a "
+                    "global filter's LayerNorms and channel interleaving span all of them; "
+                    "MMRazor's trace of a depthwise gnConv keeps them fixed too); gnConv's "
                     'input and output are searched with the stream')
 
     def channels(self, module: nn.Module) -> Tuple[int, int]:
