@@ -8,6 +8,7 @@ from . import mmdet_two_stage  # noqa: F401,E402
 from . import mmpretrain_davit  # noqa: F401,E402
 from . import mmpretrain_attention_biases  # noqa: F401,E402
 from . import mmpretrain_eva02  # noqa: F401,E402
+from . import mmpretrain_hornet  # noqa: F401,E402
 from . import mmpretrain_inverted_residual  # noqa: F401,E402
 from . import mmpretrain_levit  # noqa: F401,E402
 from . import mmpretrain_mvit  # noqa: F401,E402

@@ -219,6 +219,11 @@ class LayerRule:
         scales_own_products (bool): the matrix products computed in the layer's own forward
             (counted at fixed sizes, :mod:`~mmdms.models.task_modules.functional_macs`) are
             scaled like its :meth:`per_channel_sublayers` (MViT-V2's per-head products).
+        counts_functional_ops (bool): the layer's MACs include the matrix products and
+            upsamplings its forward computes with functions (an attention's ``q @ k``); False
+            for a leaf whose cost is its inner layers', recorded on their own: the estimator
+            then records those functions inside it as anywhere else (HorNet's global filter
+            interpolates its weight).
     """
 
     module_types: Tuple[type, ...] = ()
@@ -233,6 +238,7 @@ class LayerRule:
     leaf = False
     inner_reason = ''
     scales_own_products = False
+    counts_functional_ops = True
 
     # structure ------------------------------------------------------------------------------
     def dms_op_for(self, layer: nn.Module) -> Optional[type]:
@@ -271,6 +277,14 @@ class LayerRule:
         which it calls as a function): searched whenever the layer is, for the coverage.
         Default: none."""
         return ()
+
+    def stream_sublayers(self, module: nn.Module) -> Dict[str, Tuple[bool, bool]]:
+        """Layers inside a leaf layer (names relative to it) whose input and / or output
+        channels are the leaf's own, unchanged: ``{name: (input, output)}``. The mutator gives
+        them the leaf's masks on those sides (and their width's coverage), so the estimator
+        counts and the export slices them as layers of their own (HorNet's ``gnConv``:
+        ``proj_in``'s input, ``proj_out``'s output). Default: none."""
+        return {}
 
     # counting ------------------------------------------------------------------------------
     def counted(self, name: str, space) -> bool:

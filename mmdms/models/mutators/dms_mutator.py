@@ -384,6 +384,28 @@ class DMSMutator(ChannelMutator):
                 out_mask = container_mask(module, 'out_channels')
                 self.space.set_layer_masks(name, in_mask if in_mask is not no_mask else None,
                                            out_mask if out_mask is not no_mask else None)
+        self._record_stream_sublayers(model)
+
+    def _record_stream_sublayers(self, model: nn.Module) -> None:
+        """Give the layers inside a masked leaf that read or write its channels unchanged
+        (:meth:`~mmdms.models.layer_rules.LayerRule.stream_sublayers`) the leaf's masks on
+        those sides, and list them in the leaf's widths."""
+        modules = dict(model.named_modules())
+        for name in list(self.space.layers):
+            rule = rule_for(modules[name])
+            sublayers = rule.stream_sublayers(modules[name]) if rule is not None else {}
+            if not sublayers:
+                continue
+            masks = self.space.layers[name]
+            for sub, (on_input, on_output) in sublayers.items():
+                self.space.set_layer_masks(
+                    f'{name}.{sub}', masks.in_mask if on_input and masks.in_mask is not no_mask
+                    else None, masks.out_mask if on_output and masks.out_mask is not no_mask
+                    else None)
+            for group in self.space.widths.values():
+                if name in group.layers:
+                    group.layers += [f'{name}.{sub}' for sub in sublayers
+                                     if f'{name}.{sub}' not in group.layers]
 
     def _build_adapter_space(self, model: nn.Module, name: str, adapter) -> None:
         """Let ``adapter`` build module ``name``'s widths; own the mutables it made."""

@@ -95,7 +95,7 @@ class DMSResourceEstimator:
         self.calls = []
         handles = []
         pool_outputs: List[tuple] = []  # (output tensor, its pool call)
-        ruled = set()
+        ruled = set()  # layers whose rule counts the functions their forward calls
         batch = self.input_shape[0]
         per_channel: Dict[str, Tuple[str, int]] = {}  # layer -> (layer whose channels, count)
         #: module -> (layer whose channels, count) scaling the products of its own forward
@@ -110,7 +110,8 @@ class DMSResourceEstimator:
                 self._scaled_products[name] = rule.per_channel_source(module, name)
             if not rule.counted(name, space):
                 continue
-            ruled.add(name)
+            if rule.counts_functional_ops:
+                ruled.add(name)
 
             def hook(mod, args, kwargs, out, name=name, rule=rule):
                 add_call(name, rule, mod, first_input(args, kwargs), out,
