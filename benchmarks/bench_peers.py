@@ -690,6 +690,47 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
     return '\n'.join(out)
 
 
+def sensitivity_table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
+    """One row per :data:`VARIANTS` entry run: its test top-1 per supernet, budget and DMS
+    method against the same seed's default run (the difference in points), or how far it
+    missed the budget."""
+    rows = [r for r in records.values() if r.get('subset') == subset]
+    varied = sorted({(r['method'].split('+')[0], r['supernet'], r['budget']) for r in rows
+                     if r.get('variant')})
+    if not varied:
+        return ''
+    columns = [f'{supernet} {budget} {method}' for method, supernet, budget in varied]
+    out = ['\n| variant | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
+    by_key = {(r['method'], r['supernet'], r['budget'], r['seed']): r for r in rows}
+    baseline = []
+    for method, supernet, budget in varied:
+        done = [r for (m, sn, b, _), r in by_key.items()
+                if (m, sn, b) == (method, supernet, budget) and r['status'] == 'ok']
+        baseline.append(', '.join(f"{r['top1']:.2f} (s{r['seed']})" for r in done) or '–')
+    out.append('| default | ' + ' | '.join(baseline) + ' |')
+    for variant in VARIANTS:
+        cells, seen = [], False
+        for method, supernet, budget in varied:
+            found = [r for (m, sn, b, seed), r in by_key.items()
+                     if (m, sn, b) == (method_name(method, variant), supernet, budget)]
+            seen = seen or bool(found)
+            parts = []
+            for r in sorted(found, key=lambda r: r['seed']):
+                base = by_key.get((method, supernet, budget, r['seed']))
+                if r['status'] != 'ok':
+                    missed = r.get('error', '').split(', ')[-1].split(' from the target')[0]
+                    parts.append(f"missed the budget ({missed})" if 'from the target' in
+                                 r.get('error', '') else 'failed')
+                elif base and base['status'] == 'ok':
+                    parts.append(f"{r['top1']:.2f} ({r['top1'] - base['top1']:+.2f})")
+                else:
+                    parts.append(f"{r['top1']:.2f}")
+            cells.append('; '.join(parts) or '–')
+        if seen:
+            out.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--methods', nargs='+', default=list(METHODS),
@@ -718,6 +759,7 @@ def main() -> None:
     subset = args.subset or None
     if args.table:
         print(table(read_results(args.results), subset))
+        print(sensitivity_table(read_results(args.results), subset))
         return
     if not osp.exists(osp.join(DATA_ROOT, 'train-images-idx3-ubyte')):
         sys.exit(f"bench_peers: Fashion-MNIST is not in '{DATA_ROOT}'. Install it with: "

@@ -62,3 +62,23 @@ def test_each_variant_changes_its_one_knob(supernet):
         if factor is not None:
             assert all(changed[k] == pytest.approx(factor * default[k]) for k in differ), variant
     assert module.method_name('dms_np', 'ema_0.9') == 'dms_np+ema_0.9'
+
+
+def test_sensitivity_table_gives_each_variant_against_its_seeds_default():
+    module = bench_peers()
+
+    def row(method, top1=None, variant=None, seed=0, error=None):
+        return dict(key=f'{method}/{seed}', supernet='resnet', budget='4x', method=method,
+                    variant=variant, seed=seed, subset=10000, top1=top1,
+                    status='failed' if error else 'ok', error=error)
+
+    records = {r['key']: r for r in (
+        row('dms_np', 85.0), row('dms_np+ema_0.9', 85.5, 'ema_0.9'),
+        row('dms_np+no_width_only', None, 'no_width_only', error=(
+            'AssertionError: dms_np ended at 3132951 MACs, -5.25% from the target 3306448 '
+            '(tolerance 2%)')))}
+    text = module.sensitivity_table(records, 10000)
+    assert '| default | 85.00 (s0) |' in text
+    assert '| ema_0.9 | 85.50 (+0.50) |' in text
+    assert '| no_width_only | missed the budget (-5.25%) |' in text
+    assert 'temperature_x4' not in text  # not run: no row
