@@ -12,6 +12,7 @@ from .layer_norm import (DMSGroupNorm, DMSLayerNorm, DMSLayerNorm2d, GroupNormRu
                          LayerNorm2dRule, LayerNormRule)
 from .linear import DMSLinear, LinearRule
 from .masked_forward import DMSInputMaskMixin, DMSMaskContainer, mask_input_channels
+from .multihead_attention import PrunedTorchMultiheadAttention, TorchMultiheadAttentionRule
 from .pooling import AdaptiveAvgPoolRule
 
 __all__ = [
@@ -24,5 +25,5 @@ __all__ = [
     'DMSConv2d', 'DMSConv2dAdaptivePadding', 'ConvTransposeRule', 'DMSGroupNorm',
     'DMSLayerNorm', 'DMSLayerNorm2d', 'GroupNormRule', 'LayerNorm2dRule', 'LayerNormRule',
     'DMSLinear', 'LinearRule', 'DMSInputMaskMixin', 'DMSMaskContainer', 'mask_input_channels',
-    'AdaptiveAvgPoolRule'
+    'PrunedTorchMultiheadAttention', 'TorchMultiheadAttentionRule', 'AdaptiveAvgPoolRule'
 ]

@@ -22,7 +22,7 @@ def tiny_tnt():
 @pytest.mark.parametrize('seed', [0, 1])
 def test_tnt_outer_stream_is_searched_and_exports_exactly(seed):
     search, subnet, static = search_and_export(tiny_tnt, SHAPE, seed=seed)
-    from mmdms.models.adapters.mmpretrain_tnt import PrunedTorchMultiheadAttention
+    from mmdms.models.layer_rules import PrunedTorchMultiheadAttention
     space = search.space
     assert space.weight_coverage >= 0.9, space.unsearched_layers
     streams = [group for group in space.widths.values()
