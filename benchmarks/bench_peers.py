@@ -645,7 +645,8 @@ def _mean_std(values: List[float], digits: int = 2) -> str:
 
 
 def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
-    """Markdown tables, one per supernet and budget, methods in :data:`METHODS` order."""
+    """Markdown tables, one per supernet and budget, methods in :data:`METHODS` order (the
+    sensitivity variants are :func:`sensitivity_table`'s)."""
     rows = [r for r in records.values() if r.get('subset') == subset]
     out = []
     for supernet in SUPERNETS:
@@ -665,9 +666,8 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
             out.append('| method | MACs (M) | vs target | params (M) | test top-1 (%) | '
                        'per seed | search (CPU-s) | + supernet (CPU-s) | retrain (CPU-s) |')
             out.append('|---|---|---|---|---|---|---|---|---|')
-            varied = sorted({r['method'] for r in cell if r.get('variant')})
             for method in list(METHODS) + [d for d in DIAGNOSTICS
-                                           if any(r['method'] == d for r in cell)] + varied:
+                                           if any(r['method'] == d for r in cell)]:
                 done = sorted((r for r in cell if r['method'] == method and r['status'] == 'ok'),
                               key=lambda r: r['seed'])
                 failed = [r for r in cell if r['method'] == method and r['status'] != 'ok'
