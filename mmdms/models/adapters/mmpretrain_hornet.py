@@ -31,16 +31,16 @@ inputs) stay as they are: the global filter's LayerNorms take their statistics o
 width, so pruning one order width is not a slice of the filter's halves. (A gnConv with a depthwise ``dwconv`` traces, but
 MMRazor keeps its order widths fixed as well: the leaf loses nothing there.)
 """
-from typing import Dict, Optional, Sequence, Set, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.models.backbones.hornet import HorNetLayerNorm, gnConv
-from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, LayerRule, register_layer_rule
+from mmdms.models.layer_rules.stream_leaf import StreamLeafCheckOp
 from mmdms.models.layer_rules.base import channelwise_indices, select_param
 from mmdms.models.layer_rules.layer_norm import (DMSLayerNorm, DynamicLastAxisLayerNorm,
                                                  LayerNormRule)
@@ -64,42 +64,13 @@ def gnconv_forward(module: gnConv, x: Tensor, kept: Optional[Tensor] = None) -> 
     return F.conv2d(x, proj_out.weight[kept], bias)
 
 
-class DynamicGnConv(DynamicChannelMixin, gnConv):
+class DynamicGnConv(StreamLeafCheckOp, gnConv):
     """The op of MMRazor's pruning check for ``gnConv``: the kept stream channels in, the kept
     stream channels out (one mask for both)."""
-
-    accepted_mutable_attrs: Set[str] = {'channels'}
-    attr_mappings = {'in_channels': 'channels', 'out_channels': 'channels'}
-
-    @classmethod
-    def convert_from(cls, module: gnConv) -> 'DynamicGnConv':
-        new = cls.__new__(cls)
-        new.__dict__.update(module.__dict__)  # the same layers (and module tables)
-        new.mutable_attrs = nn.ModuleDict()
-        return new
 
     @property
     def channels(self) -> int:
         return self.proj_in.in_channels
-
-    def register_mutable_attr(self, attr: str, mutable) -> None:
-        attr = self.attr_mappings.get(attr, attr)
-        if attr not in self.accepted_mutable_attrs:
-            raise NotImplementedError(attr)
-        if attr in self.mutable_attrs:  # one mask for the input and the output
-            return
-        self.check_mutable_channels(mutable)
-        if mutable.current_mask.size(0) != self.channels:
-            raise ValueError(f'Expect mask size of mutable to be {self.channels} as '
-                             f'channels, but got: {mutable.current_mask.size(0)}.')
-        self.mutable_attrs[attr] = mutable
-
-    @property
-    def static_op_factory(self):
-        return gnConv
-
-    def to_static_op(self) -> nn.Module:
-        raise NotImplementedError('the check op of gnConv is not exported')
 
     def forward(self, x: Tensor) -> Tensor:
         mutable = self.get_mutable_attr('in_channels')

@@ -23,15 +23,15 @@ row of ``S`` channels) scale with the kept channels (:meth:`RepMLPBlockRule.per_
 The deploy form (``RepMLPNet.switch_to_deploy``, ``fc3`` with the local convs folded in) of a
 pruned model is that of the unpruned one with fewer channels.
 """
-from typing import Optional, Sequence, Set, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from mmpretrain.models.backbones.repmlp import RepMLPBlock, RepMLPNetUnit
-from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
 from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, LayerRule, register_layer_rule
+from mmdms.models.layer_rules.stream_leaf import StreamLeafCheckOp
 from mmdms.models.layer_rules.base import SubnetError, channelwise_indices
 from mmdms.registry import ADAPTERS
 from .base import FamilyAdapter
@@ -64,39 +64,10 @@ def _whole_blocks(kept: Sequence[int], block: int) -> bool:
                for i in range(0, len(kept), block))
 
 
-class DynamicRepMLPBlock(DynamicChannelMixin, RepMLPBlock):
+class DynamicRepMLPBlock(StreamLeafCheckOp, RepMLPBlock):
     """The op of MMRazor's pruning check for ``RepMLPBlock``: the partition perceptron of the
     channels its input keeps (the unit's traced forward applies the global perceptron), which
     must be whole blocks of ``num_sharesets`` channels (any other mask fails the check)."""
-
-    accepted_mutable_attrs: Set[str] = {'channels'}
-    attr_mappings = {'in_channels': 'channels', 'out_channels': 'channels'}
-
-    @classmethod
-    def convert_from(cls, module: RepMLPBlock) -> 'DynamicRepMLPBlock':
-        new = cls.__new__(cls)
-        new.__dict__.update(module.__dict__)  # the same layers (and module tables)
-        new.mutable_attrs = nn.ModuleDict()
-        return new
-
-    def register_mutable_attr(self, attr: str, mutable) -> None:
-        attr = self.attr_mappings.get(attr, attr)
-        if attr not in self.accepted_mutable_attrs:
-            raise NotImplementedError(attr)
-        if attr in self.mutable_attrs:  # one mask for the block's input and output
-            return
-        self.check_mutable_channels(mutable)
-        if mutable.current_mask.size(0) != self.channels:
-            raise ValueError(f'Expect mask size of mutable to be {self.channels} as '
-                             f'channels, but got: {mutable.current_mask.size(0)}.')
-        self.mutable_attrs[attr] = mutable
-
-    @property
-    def static_op_factory(self):
-        return RepMLPBlock
-
-    def to_static_op(self) -> nn.Module:
-        raise NotImplementedError('the check op of RepMLPBlock is not exported')
 
     def forward(self, x: Tensor) -> Tensor:
         mutable = self.get_mutable_attr('in_channels')

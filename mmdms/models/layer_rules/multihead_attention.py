@@ -30,6 +30,13 @@ def _unsupported(attn: nn.MultiheadAttention, key_padding_mask, attn_mask) -> Op
     return None
 
 
+def _require_supported(attn: nn.MultiheadAttention, key_padding_mask, attn_mask) -> None:
+    """Raise ``NotImplementedError`` for a call :func:`explicit_attention` cannot compute."""
+    why = _unsupported(attn, key_padding_mask, attn_mask)
+    if why is not None:
+        raise NotImplementedError(f'a pruned MultiheadAttention does not support {why}')
+
+
 def explicit_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
                        in_weight: Tensor, in_bias: Optional[Tensor], out_weight: Tensor,
                        out_bias: Optional[Tensor]) -> Tensor:
@@ -63,9 +70,7 @@ class PrunedTorchMultiheadAttention(nn.MultiheadAttention):
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask=None,
                 need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> Tuple[Tensor, None]:
-        why = _unsupported(self, key_padding_mask, attn_mask)
-        if why is not None:
-            raise NotImplementedError(f'a pruned MultiheadAttention does not support {why}')
+        _require_supported(self, key_padding_mask, attn_mask)
         return explicit_attention(self, query, key, value, self.in_proj_weight,
                                   self.in_proj_bias, self.out_proj.weight,
                                   self.out_proj.bias), None
@@ -117,9 +122,7 @@ class DynamicTorchMultiheadAttention(DynamicChannelMixin, nn.MultiheadAttention)
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask=None,
                 need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> Tuple[Tensor, None]:
-        why = _unsupported(self, key_padding_mask, attn_mask)
-        if why is not None:
-            raise NotImplementedError(f'a pruned MultiheadAttention does not support {why}')
+        _require_supported(self, key_padding_mask, attn_mask)
         kept_in, kept_out = self._kept('in_channels'), self._kept('out_channels')
         in_weight = self.in_proj_weight if kept_in is None else self.in_proj_weight[:, kept_in]
         out_weight, out_bias = self.out_proj.weight, self.out_proj.bias
