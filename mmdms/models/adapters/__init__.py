@@ -21,6 +21,7 @@ from . import mmpretrain_tnt  # noqa: F401,E402
 from . import mmpretrain_van  # noqa: F401,E402
 from . import mmyolo_yolov8  # noqa: F401,E402
 from . import reparameterizable  # noqa: F401,E402
+from . import torch_multihead_attention  # noqa: F401,E402
 from . import vision_transformer  # noqa: F401,E402
 
 if importlib.util.find_spec('transformers') is not None:  # the optional llm extra

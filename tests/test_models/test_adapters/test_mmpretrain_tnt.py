@@ -25,12 +25,33 @@ def test_tnt_outer_stream_is_searched_and_exports_exactly(seed):
     from mmdms.models.layer_rules import PrunedTorchMultiheadAttention
     space = search.space
     assert space.weight_coverage >= 0.9, space.unsearched_layers
-    streams = [group for group in space.widths.values()
-               if 'backbone.layers.1.outer_block.attn.attn' in group.layers]
+    streams = [group for key, group in space.widths.items() if not key.endswith('.heads')
+               and 'backbone.layers.1.outer_block.attn.attn' in group.layers]
     assert len(streams) == 1 and 'head.fc' in streams[0].layers  # the outer stream
     assert streams[0].mutable.activated_channels < 32
     attn = static.architecture.backbone.layers[1].outer_block.attn.attn
     assert isinstance(attn, PrunedTorchMultiheadAttention)
     assert attn.in_proj_weight.shape[1] == attn.out_proj.out_features == \
         streams[0].mutable.activated_channels
+    assert_exact_export(search, subnet, static, SHAPE)
+
+
+def test_tnt_heads_are_searched_and_export_exactly():
+    """Every ``torch.nn.MultiheadAttention`` of TNT (outer and inner) loses a head: its
+    ``in_proj_weight`` rows and biases masked in the search, sliced at export."""
+    from mmdms.models.layer_rules import PrunedTorchMultiheadAttention
+
+    def one_head_fewer(search):
+        for attention in search.space.attentions.values():
+            attention.heads.set_kept(attention.heads.num_elements - 1)
+
+    search, subnet, static = search_and_export(tiny_tnt, SHAPE, seed=2,
+                                               structure=one_head_fewer)
+    names = [n for n, m in tiny_tnt().named_modules() if type(m) is torch.nn.MultiheadAttention]
+    assert sorted(subnet['attentions']) == sorted(names) and len(names) == 4
+    for name in names:
+        attn = static.architecture.get_submodule(name)
+        assert isinstance(attn, PrunedTorchMultiheadAttention) and attn.num_heads == 1
+        assert attn.in_proj_weight.shape[0] == 3 * attn.head_dim
+        assert attn.out_proj.weight.shape[1] == attn.head_dim
     assert_exact_export(search, subnet, static, SHAPE)
