@@ -34,6 +34,7 @@ from torch import Tensor
 
 from mmdms.models.layer_rules import LayerCall, MaskReader, rule_for
 from mmdms.models.layer_rules.base import first_input
+from mmdms.models.search_space import no_mask
 from mmdms.models.adapters.network_forward import network_forward
 from mmdms.utils.data_samples import tensor_mode_data_samples
 from .cost_polynomial import CompiledCost, compile_cost
@@ -519,7 +520,8 @@ def _call_macs(call: LayerCall, reader: MaskReader):
 def _kept_fraction(reader: MaskReader, layer: str, channels: int):
     """The fraction of ``layer``'s ``channels`` its input mask (else its output mask) keeps."""
     masks = reader.layer(layer)
-    mask = masks.in_mask if masks.in_mask is not None else masks.out_mask
+    # an unset side is ``no_mask`` (a function giving None), never None itself
+    mask = masks.in_mask if masks.in_mask is not no_mask else masks.out_mask
     return reader.width(mask, channels) / channels
 
 
