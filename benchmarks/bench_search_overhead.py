@@ -30,6 +30,12 @@ preprocessing, forward, loss parsing).
 in its own alternating loop: data preprocessing, the loss (for DMS with ``loss_resource``, so
 the estimator is in), ``backward``; the gradients are dropped outside the timed region.
 
+**The allocator** (``--allocator keep``): the script runs itself again with glibc told to keep
+freed memory in the process (:data:`KEEP_FREED`). Under glibc's defaults every tensor above its
+mmap threshold (at most 32 MiB) is a fresh mapping and the heap's top is trimmed, so each step
+faults part of its memory in anew (the kernel zeroing every page), and the count differs between
+the two steps; jemalloc or tcmalloc (PyTorch's CPU tuning guide) behave like ``keep``.
+
 **Peak memory** (``--memory``): the script runs itself again with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` at 128 KiB, so that every activation-sized tensor is its own mapping,
 returned to the system when freed; the peak resident set of a step (``VmHWM``, reset through
@@ -40,6 +46,7 @@ import argparse
 import copy
 import os
 import os.path as osp
+import resource
 import sys
 import statistics
 import time
@@ -59,6 +66,9 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = ['resnet50', 'deit_tiny', 'effnet_b0', 'mobilenet_v2', 'yolov8_n']
 #: glibc's threshold above which an allocation is its own mapping (``--memory``)
 MMAP_THRESHOLD = 128 * 1024
+#: glibc settings (``--allocator keep``) under which freed memory stays in the process: no
+#: ``mmap`` allocations, no trimming of the heap's top (64 GiB before glibc would trim)
+KEEP_FREED = dict(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 * 2**30))
 SUPERNETS = dict(resnet50='ResNet-152', deit_tiny='DeiT-S, 16 layers',
                  effnet_b0='EfficientNet-B4', mobilenet_v2='MobileNetV2 1.5x wide, 2x deep',
                  yolov8_n='YOLOv8 d0.5 w0.5')
@@ -68,6 +78,12 @@ def now() -> tuple:
     """(wall, CPU of the process over all its threads) in seconds. The CPU clock does not count
     the time other jobs on a shared machine take from this one."""
     return time.perf_counter(), time.process_time()
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far (pages it touched for the first time since the
+    allocator got them from the system)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def since(start: tuple) -> tuple:
@@ -322,6 +338,9 @@ def main() -> None:
                         help='the clock of the per-phase table (the summary shows both)')
     parser.add_argument('--memory', action='store_true',
                         help='measure the peak memory of the steps instead of their time')
+    parser.add_argument('--allocator', choices=('glibc', 'keep'), default='glibc',
+                        help="glibc: glibc's defaults; keep: glibc keeps freed memory for the "
+                        'next step (%s)' % ' '.join(f'{k}={v}' for k, v in KEEP_FREED.items()))
     args = parser.parse_args()
     if args.memory:
         if os.environ.get('MALLOC_MMAP_THRESHOLD_') != str(MMAP_THRESHOLD):
@@ -329,6 +348,10 @@ def main() -> None:
             os.execve(sys.executable, [sys.executable] + sys.argv, env)
         measure_memory(args)
         return
+    if args.allocator == 'keep' and any(os.environ.get(k) != v for k, v in KEEP_FREED.items()):
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, **KEEP_FREED))
+    print('allocator: ' + (' '.join(f'{k}={os.environ[k]}' for k in KEEP_FREED)
+                           if args.allocator == 'keep' else "glibc's defaults"))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}; '
           f'median of {args.repeats} steps after {args.warmup} warm-up steps, alternating '
           f'DMS and plain')
@@ -341,11 +364,17 @@ def main() -> None:
         case = Case(name, args.batch, size, trace_size=None if yolo else size,
                     cfg_options=args.cfg_options)
         dms_steps, plain_steps, dms_fb, plain_fb = [], [], [], []
+        faults = dict(dms=[], plain=[])
         for i in range(args.warmup + args.repeats):
-            d, p = case.dms_step(), case.plain_step()
+            before = minor_faults()
+            d = case.dms_step()
+            middle = minor_faults()
+            p = case.plain_step()
             if i >= args.warmup:
                 dms_steps.append(d)
                 plain_steps.append(p)
+                faults['dms'].append(middle - before)
+                faults['plain'].append(minor_faults() - middle)
         for i in range(args.warmup + args.repeats):
             d, p = case.forward_backward(True), case.forward_backward(False)
             if i >= args.warmup:
@@ -368,7 +397,9 @@ def main() -> None:
               f'{dms["total"][1] / plain["total"][1]:.3f}; paired: '
               f'{fmt_paired(dms["paired step"])}); forward + backward alone: ratio '
               f'{fb_d[0] / fb_p[0]:.3f} (CPU time: {fb_d[1] / fb_p[1]:.3f}; paired: '
-              f'{fmt_paired(dms["paired fwd+bwd"])})', flush=True)
+              f'{fmt_paired(dms["paired fwd+bwd"])}); page faults per step: DMS '
+              f'{statistics.median(faults["dms"]):.0f}, plain '
+              f'{statistics.median(faults["plain"]):.0f}', flush=True)
         del case
 
     print('\n| config (supernet) | input | plain step (s) | DMS step (s) | DMS / plain | '
