@@ -6,8 +6,9 @@
 #             in work_dirs/llm_supernet; then 8 CPU-minutes, 15 minutes wall);
 #             make bench-llm: DMS_p vs uniform, LLM-Pruner's Taylor and ShortGPT's layer dropping,
 #             3 seeds (benchmarks/bench_llm.py; resumes where it stopped).
-# make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 25
-#             minutes on 2 idle cores; latency: 160 px, YOLOv8 320 px, 5 repeats, about 10);
+# make bench: the CPU speed, exactness and latency benchmarks of docs/benchmarks.md (about 27
+#             minutes on 2 idle cores; latency: 160 px, YOLOv8 320 px, 5 repeats, about 10;
+#             the search to a latency target, about 2);
 #             make bench-quality: the 3-seed quality comparison (about 40 minutes).
 # make data-fmnist: Fashion-MNIST from Debian's package (apt-get install -y dataset-fashion-mnist)
 #             into data/fashion_mnist; make bench-peers: the Fashion-MNIST comparison with the
@@ -46,6 +47,8 @@ bench: setup
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/search_overhead.md
 	$(PY) benchmarks/bench_latency.py 2>$(BENCH_OUT)/latency.log \
 		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/latency.md
+	$(PY) benchmarks/bench_latency_target.py 2>$(BENCH_OUT)/latency_target.log \
+		| grep -v ' - mmengine - ' | tee $(BENCH_OUT)/latency_target.md
 
 bench-quality: setup
 	mkdir -p $(BENCH_OUT)
