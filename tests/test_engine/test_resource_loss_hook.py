@@ -1,5 +1,6 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """ResourceLossHook in an mmengine Runner: Eq. 10 schedule, width-only phase, logging, errors."""
+import glob
 import os.path as osp
 
 import pytest
@@ -112,3 +113,43 @@ def test_weight_ema_does_not_average_structure(tmp_path):
             assert torch.equal(ema[name], param), name
             moved += bool(param.item() != 0)
     assert moved > 0
+
+
+@pytest.mark.parametrize('land_within', [0, 1, -0.02])
+def test_land_within_must_be_a_fraction(land_within):
+    with pytest.raises(ValueError, match=r'land_within must be in \(0, 1\)'):
+        ResourceLossHook(target_ratio=0.5, land_within=land_within)
+
+
+def test_search_lands_on_the_target_before_the_last_checkpoint(tmp_path, monkeypatch):
+    """A resource loss too weak to reach the target in two epochs: the landing takes the
+    structure the rest of the way, and the last checkpoint (and the weight EMA) hold it."""
+    from mmdms.engine.hooks import resource_loss_hook
+    landings, land = [], resource_loss_hook.land_on_target
+
+    def spy(*args, **kwargs):
+        landings.append(land(*args, **kwargs))
+        return landings[-1]
+
+    monkeypatch.setattr(resource_loss_hook, 'land_on_target', spy)
+    cfg = search_config(str(tmp_path), epochs=2, lambda_resource=1e-4, land_within=0.01)
+    cfg.custom_hooks.append(dict(type='EMAHook', momentum=0.5))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+    landing, = landings
+    target = 0.5 * runner.model.supernet_resource('macs')
+    assert landing.target == pytest.approx(target)
+    assert landing.before > 1.05 * target and landing.moves  # the search alone did not get there
+    cost = float(runner.model.estimator.estimate('macs', hard=True))
+    assert landing.landed and cost == landing.after and abs(cost / target - 1) <= 0.01
+    last = max(glob.glob(osp.join(str(tmp_path), 'epoch_*.pth')))
+    saved = torch.load(last, map_location='cpu', weights_only=False)
+    ema_hook = next(h for h in runner.hooks if type(h).__name__ == 'EMAHook')
+    ema = dict(ema_hook.ema_model.module.named_parameters())
+    for name, param in runner.model.named_parameters():
+        if name.endswith('dms_ratio'):
+            assert torch.equal(saved['state_dict'][name], param), name
+            assert torch.equal(ema[name], param), name
+    log = open(glob.glob(osp.join(str(tmp_path), '*', '*.log'))[0]).read()
+    assert 'DMS landing on the macs target' in log and 'within 1.0% of the target' in log

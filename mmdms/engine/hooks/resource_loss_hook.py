@@ -11,7 +11,7 @@ from mmengine.runner import IterBasedTrainLoop
 
 from mmdms.engine.ema_structure_sync import sync_structure_into_ema
 from mmdms.models.task_modules import LATENCY_META_KEY, LatencyModel, known_resource_types
-from mmdms.models.utils import fit_latency_and_broadcast
+from mmdms.models.utils import fit_latency_and_broadcast, land_on_target
 from mmdms.ops import resource_target_at
 from mmdms.utils import parse_resource
 
@@ -59,6 +59,13 @@ class ResourceLossHook(Hook):
             ``lambda |log(r_c / r_t)|``, so that widths also grow when freezing the depth left
             the model under the target (an mmdms extension; the paper's loss is one-sided, the
             default).
+        land_within (float, optional): after the last epoch (iteration), if the hard cost of the
+            searched structure is further than this fraction from the final target, move single
+            elements of the widths until it is within
+            (:func:`~mmdms.models.utils.land_on_target`; an mmdms extension: on a small
+            supernet one element can be several percent of the budget). Before the last
+            checkpoint is written, so the export sees the landed structure. None (default): the
+            structure is left as searched.
     """
 
     priority = 'LOW'  # after EMAHook (NORMAL) in after_train_iter
@@ -72,7 +79,8 @@ class ResourceLossHook(Hook):
                  width_only_iters: int = 0,
                  latency_fit: Optional[dict] = None,
                  match_target: bool = False,
-                 save_structure: bool = True) -> None:
+                 save_structure: bool = True,
+                 land_within: Optional[float] = None) -> None:
         if resource not in known_resource_types():
             raise ValueError(f"ResourceLossHook: unknown resource '{resource}'; supported: "
                              f'{", ".join(known_resource_types())} (an estimator subclass '
@@ -95,6 +103,10 @@ class ResourceLossHook(Hook):
         self.latency_fit = dict(latency_fit or {})
         self.match_target = match_target
         self.save_structure = save_structure
+        if land_within is not None and not 0 < land_within < 1:
+            raise ValueError(f'ResourceLossHook: land_within must be in (0, 1), e.g. 0.02, got '
+                             f'{land_within}')
+        self.land_within = land_within
         self.supernet_cost: Optional[float] = None
 
     # set-up ------------------------------------------------------------------------------------
@@ -192,6 +204,32 @@ class ResourceLossHook(Hook):
         if not self.by_epoch:
             self._enter(runner, runner.iter)
 
+    # landing -----------------------------------------------------------------------------------
+    def after_train_epoch(self, runner) -> None:
+        if self.by_epoch and runner.epoch + 1 == runner.train_loop.max_epochs:
+            self._land(runner)
+
+    def _land(self, runner) -> None:
+        """Bring the searched structure within ``land_within`` of the final target (runs
+        before CheckpointHook, whose priority is lower)."""
+        if self.land_within is None:
+            return
+        model = self._model(runner)
+        widths = {key: group.mutable for key, group in model.space.widths.items()}
+        landing = land_on_target(
+            widths, lambda: float(model.estimator.estimate(self.resource, hard=True)),
+            self.final, self.land_within)
+        if not landing.moves and landing.landed:
+            return
+        message = f'DMS landing on the {self.resource} target: {landing.describe()}'
+        if landing.landed:
+            runner.logger.info(message)
+        else:
+            runner.logger.warning(
+                message + '. Every remaining single-element move jumps over the band: widen '
+                'land_within, or search with finer widths (a smaller step).')
+        sync_structure_into_ema(runner, model)
+
     def after_train(self, runner) -> None:
         if self.save_structure and is_main_process():
             from mmdms.visualization import plot_search_structure
@@ -207,3 +245,5 @@ class ResourceLossHook(Hook):
         for key, stage in model.space.stages.items():
             hub.update_scalar(f'train/depth/{key}', stage.mutable.num_kept)
         sync_structure_into_ema(runner, model)
+        if not self.by_epoch and runner.iter + 1 == runner.train_loop.max_iters:
+            self._land(runner)
