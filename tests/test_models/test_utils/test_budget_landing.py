@@ -31,7 +31,7 @@ def _widths(search):
     return {key: group.mutable for key, group in search.space.widths.items()}
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), fraction=st.floats(0.2, 0.8),
        tolerance=st.sampled_from([0.005, 0.01, 0.02]))
 def test_lands_in_the_band_or_no_move_can(search, seed, fraction, tolerance):
