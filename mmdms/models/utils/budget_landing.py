@@ -35,11 +35,11 @@ class Landing:
     def landed(self) -> bool:
         return abs(self.after - self.target) <= self.tolerance * self.target
 
-    def describe(self, unit: Callable[[float], str] = '{:.6g}'.format) -> str:
+    def describe(self) -> str:
         moves = ', '.join(f'{key} {a} -> {b}' for key, (a, b) in self.moves.items()) or 'none'
         state = 'within' if self.landed else 'NOT within'
-        return (f'{unit(self.before)} -> {unit(self.after)}, {state} {self.tolerance:.1%} of the '
-                f'target {unit(self.target)}; widths moved (elements kept): {moves}')
+        return (f'{self.before:.6g} -> {self.after:.6g}, {state} {self.tolerance:.1%} of the '
+                f'target {self.target:.6g}; widths moved (elements kept): {moves}')
 
 
 def land_on_target(widths: Dict[str, torch.nn.Module], estimate: Callable[[], float],
