@@ -226,8 +226,9 @@ class ResourceLossHook(Hook):
             runner.logger.info(message)
         else:
             runner.logger.warning(
-                message + '. Every remaining single-element move jumps over the band: widen '
-                'land_within, or search with finer widths (a smaller step).')
+                message + '. No single-element move gets closer without jumping over the band, '
+                'or no width can move further: widen land_within, search with finer widths (a '
+                'smaller step), or, if every width is at its limit, change the target.')
         sync_structure_into_ema(runner, model)
 
     def after_train(self, runner) -> None:

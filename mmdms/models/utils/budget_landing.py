@@ -5,8 +5,9 @@ DMS's resource loss brings the soft cost to the target, but the exported (hard) 
 in whole elements: on a small supernet one channel of a residual stream can be several percent
 of the budget (Fashion-MNIST's ResNet at 4x: one channel of the first stage's stream is about
 13% of the target), so the search may stop a few percent off. This finishes it the way a user
-would by hand: the fewest single-element changes of the widths that bring the hard cost within
-a tolerance of the target. Depths are left as searched.
+would by hand: single-element changes of the widths, chosen greedily (a move that lands first,
+else the largest move that stays short of the target), until the hard cost is within a
+tolerance of the target. Depths are left as searched.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
