@@ -81,8 +81,8 @@ def tables(found: Dict[Tuple[str, str, str], List[dict]]) -> str:
             for name in stages:
                 values = [run[name] for run in runs if name in run]
                 depth = statistics.mean(v[0] for v in values)
-                cells.append(f'{depth:.3g}/{values[0][1]} · {statistics.mean(v[2] for v in values):.2f}'
-                             if values[0][1] > 1 else f'{statistics.mean(v[2] for v in values):.2f}')
+                width = f'{statistics.mean(v[2] for v in values):.2f}'
+                cells.append(f'{depth:.3g}/{values[0][1]} · {width}' if values[0][1] > 1 else width)
             lines.append(f'| {method} | {len(runs)} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

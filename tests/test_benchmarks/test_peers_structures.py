@@ -34,7 +34,8 @@ def search(request):
         osp.join(REPO, 'configs', 'dms', 'fmnist', f'{request.param}_search.py'))
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000))
 def test_summary_counts_blocks_and_widths_of_each_stage(search, seed):
     randomize_structure(search, seed)
