@@ -1,7 +1,23 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """Checks shared by the tests (importable because tests/ holds the root conftest.py)."""
+import importlib.util
+import os.path as osp
+from types import ModuleType
+
 import torch
 from mmengine.model import BaseModel
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def load_script(*path: str) -> ModuleType:
+    """A file of the repository that is not in a package (a benchmark, a tool, another test),
+    imported as a module; ``path`` is relative to the repository root."""
+    spec = importlib.util.spec_from_file_location(
+        osp.splitext(path[-1])[0], osp.join(REPO, *path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def last_output(out):

@@ -1,22 +1,17 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """``benchmarks/bench_peers.py --variants``: each sensitivity variant changes exactly the one knob
 of the Fashion-MNIST search config it is named after, by the factor it is named after."""
-import importlib.util
-import os.path as osp
 
 import pytest
 
 from mmdms.apis import load_config
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from dms_test_utils import load_script
+
 
 
 def bench_peers():
-    spec = importlib.util.spec_from_file_location(
-        'bench_peers', osp.join(REPO, 'benchmarks', 'bench_peers.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks', 'bench_peers.py')
 
 
 def flat(value, prefix=''):

@@ -3,7 +3,6 @@
 stage's blocks are the supernet's blocks of that stage (the unsearched first one included), its
 kept blocks are those the export did not remove, and its width fraction is the mean kept fraction
 of the widths produced inside it."""
-import importlib.util
 import json
 import os.path as osp
 import statistics
@@ -15,17 +14,12 @@ from hypothesis import strategies as st
 import mmdms  # noqa: F401
 from mmdms.structures.subnet_spec import subnet_from_algorithm
 
-from dms_test_utils import build_search_model, randomize_structure
+from dms_test_utils import REPO, build_search_model, load_script, randomize_structure
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def peers_structures():
-    spec = importlib.util.spec_from_file_location(
-        'peers_structures', osp.join(REPO, 'benchmarks', 'peers_structures.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks', 'peers_structures.py')
 
 
 @pytest.fixture(scope='module', params=['resnet', 'mbv2'])

@@ -1,19 +1,14 @@
 # Copyright (c) mmdms contributors. All rights reserved.
 """LocalFashionMNIST: reads the files of its split from data_root, never downloads, and says how
 to install the data when it is absent; a class-balanced subset."""
-import importlib.util
-import os.path as osp
 
 import pytest
 
 from mmdms.datasets import LocalFashionMNIST
 
-HERE = osp.dirname(osp.abspath(__file__))
-spec = importlib.util.spec_from_file_location(
-    'converter_test', osp.join(osp.dirname(HERE), 'test_tools',
-                               'test_fashion_mnist_converter.py'))
-converter_test = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(converter_test)
+from dms_test_utils import load_script
+
+converter_test = load_script('tests', 'test_tools', 'test_fashion_mnist_converter.py')
 
 
 @pytest.fixture

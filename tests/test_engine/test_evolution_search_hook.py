@@ -4,13 +4,12 @@ supernet trains on Fashion-MNIST-format files, EvolutionSearchHook leaves the be
 the last checkpoint, and export_subnet turns that checkpoint into a static subnet whose MACs are
 the budget's (within 2%) as mmengine's FlopAnalyzer counts them. One training serves two
 budgets: the second's structure is written beside the first's and exports at its budget."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 from mmengine.runner import Runner
-from oneshot_test_utils import REPO, tiny_evolution_config
+from oneshot_test_utils import tiny_evolution_config
 
 from mmdms.apis import export_subnet, initialized_subnet, load_config
 from mmdms.engine.hooks import EvolutionSearchHook
@@ -18,10 +17,9 @@ from mmdms.structures import SubnetError
 from mmdms.structures import load_subnet
 from mmdms.utils import count_macs
 
-spec = importlib.util.spec_from_file_location(
-    'converter_test', osp.join(REPO, 'tests', 'test_tools', 'test_fashion_mnist_converter.py'))
-converter_test = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(converter_test)
+from dms_test_utils import load_script
+
+converter_test = load_script('tests', 'test_tools', 'test_fashion_mnist_converter.py')
 
 
 def test_train_search_export(tmp_path):

@@ -2,18 +2,15 @@
 """tools/dataset_converters/fashion_mnist.py on tiny IDX files written here in the real format
 (big-endian header, unsigned bytes, gzipped): what it writes, and its errors."""
 import gzip
-import importlib.util
 import os.path as osp
 import struct
 
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-spec = importlib.util.spec_from_file_location(
-    'fashion_mnist_converter', osp.join(REPO, 'tools', 'dataset_converters', 'fashion_mnist.py'))
-converter = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(converter)
+from dms_test_utils import load_script
+
+converter = load_script('tools', 'dataset_converters', 'fashion_mnist.py')
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
