@@ -9,7 +9,6 @@ from mmdms.apis import load_config
 from dms_test_utils import load_script
 
 
-
 def bench_peers():
     return load_script('benchmarks', 'bench_peers.py')
 

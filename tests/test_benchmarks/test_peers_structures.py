@@ -16,10 +16,13 @@ from mmdms.structures.subnet_spec import subnet_from_algorithm
 
 from dms_test_utils import REPO, build_search_model, load_script, randomize_structure
 
+peers_structures = load_script('benchmarks', 'peers_structures.py')
 
 
-def peers_structures():
-    return load_script('benchmarks', 'peers_structures.py')
+def _produced_in(width_key: str, child: str) -> bool:
+    """Whether the layer producing a width is the backbone's ``child`` or inside it."""
+    layer = width_key.split('_(')[0]
+    return layer == f'backbone.{child}' or layer.startswith(f'backbone.{child}.')
 
 
 @pytest.fixture(scope='module', params=['resnet', 'mbv2'])
@@ -34,13 +37,11 @@ def search(request):
 def test_summary_counts_blocks_and_widths_of_each_stage(search, seed):
     randomize_structure(search, seed)
     subnet = json.loads(json.dumps(subnet_from_algorithm(search)))  # as read from subnet.json
-    summary = peers_structures().summarize(subnet)
+    summary = peers_structures.summarize(subnet)
 
     backbone = search.architecture.backbone
     assert set(summary) == {name for name, _ in backbone.named_children()
-                            if any(key.startswith(f'backbone.{name}.') or
-                                   key.split('_(')[0] == f'backbone.{name}'
-                                   for key in search.space.widths)}
+                            if any(_produced_in(key, name) for key in search.space.widths)}
     searched_stages = 0
     for name, (kept, total, fraction) in summary.items():
         if total > 1:
@@ -49,14 +50,13 @@ def test_summary_counts_blocks_and_widths_of_each_stage(search, seed):
             assert total == len(getattr(backbone, name))
             assert kept == total - len(removed) >= 1
         inside = [group.mutable for key, group in search.space.widths.items()
-                  if key.split('_(')[0] == f'backbone.{name}' or
-                  key.startswith(f'backbone.{name}.')]
+                  if _produced_in(key, name)]
         assert fraction == pytest.approx(
             statistics.mean(m.num_kept / m.num_elements for m in inside))
     assert searched_stages == len(search.space.stages)
 
 
-def test_no_runs_says_where_it_looked(tmp_path, monkeypatch, capsys):
+def test_no_runs_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr('sys.argv', ['peers_structures.py', '--work-dir', str(tmp_path)])
     with pytest.raises(SystemExit, match='no subnet.json under'):
-        peers_structures().main()
+        peers_structures.main()
