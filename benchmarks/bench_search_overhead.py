@@ -20,11 +20,12 @@ For each search config in ``configs/dms/`` two models are built with the same we
 The two steps alternate in one process; each figure is the median of ``--repeats`` steps after
 ``--warmup`` steps of each. **Paired** ratios are the median (and quartiles) of the ratios of a
 DMS step and the plain step run right after it: on a shared machine the same step's time
-drifts by tens of percent within a minute, and the two steps of a pair share the conditions. The same synthetic batch is used throughout (classifiers: random
-images and labels; YOLOv8: random images with two boxes each, at ``--yolo-size``). The per-phase
-times come from timers wrapped around the estimator, ``optim_wrapper.backward`` / ``step`` /
-``zero_grad`` and the hooks of the same steps; ``forward`` is the rest of ``train_step`` (data
-preprocessing, forward, loss parsing).
+drifts by tens of percent within a minute, and the two steps of a pair share the conditions.
+The same synthetic batch is used throughout (classifiers: random images and labels; YOLOv8:
+random images with two boxes each, at ``--yolo-size``). The per-phase times come from timers
+wrapped around the estimator, ``optim_wrapper.backward`` / ``step`` / ``zero_grad`` and the
+hooks of the same steps; ``forward`` is the rest of ``train_step`` (data preprocessing, forward,
+loss parsing).
 
 **Forward + backward alone** (the optimiser, the hooks and ``zero_grad`` excluded) is measured
 in its own alternating loop: data preprocessing, the loss (for DMS with ``loss_resource``, so
@@ -35,6 +36,11 @@ freed memory in the process (:data:`KEEP_FREED`). Under glibc's defaults every t
 mmap threshold (at most 32 MiB) is a fresh mapping and the heap's top is trimmed, so each step
 faults part of its memory in anew (the kernel zeroing every page), and the count differs between
 the two steps; jemalloc or tcmalloc (PyTorch's CPU tuning guide) behave like ``keep``.
+
+**Operator census** (``--census``): the aten operators one forward + backward alone runs, and
+the elements they write (views write none), counted for the DMS and the plain model: what a DMS
+step adds, independent of the machine's clock. Extra work that grows with the input would show
+here as activation-sized elements.
 
 **Peak memory** (``--memory``): the script runs itself again with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` at 128 KiB, so that every activation-sized tensor is its own mapping,
@@ -50,7 +56,7 @@ import resource
 import sys
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from types import SimpleNamespace
 
 import torch
@@ -58,6 +64,7 @@ from mmengine.config import DictAction
 from mmengine.logging import MessageHub
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import HOOKS, DefaultScope
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmdms  # noqa: F401
 from mmdms.apis import build_architecture, build_search_model, load_config
@@ -248,6 +255,16 @@ class Case:
         return tuple(statistics.median(t[i] for t in times) for i in range(2))
 
 
+def build_case(name: str, args) -> tuple:
+    """(the :class:`Case` of config ``name`` at the command line's batch and size, the size)."""
+    yolo = name.startswith('yolov8')
+    size = args.yolo_size if yolo else args.size
+    # YOLOv8 is traced (and its MACs counted) at the config's 640 x 640, the resolution of its
+    # target; it trains on --yolo-size images
+    return Case(name, args.batch, size, trace_size=None if yolo else size,
+                cfg_options=args.cfg_options), size
+
+
 def _status_kib(field: str) -> int:
     with open('/proc/self/status') as f:
         for line in f:
@@ -267,15 +284,13 @@ def peak_memory_mib(fn) -> float:
 
 def measure_memory(args) -> None:
     print('Peak memory above the resident set at the start of the step (MiB), median of '
-          f'{args.repeats} steps after one warm-up step each; glibc MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}\n')
+          f'{args.repeats} steps after one warm-up step each; glibc '
+          f'MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}\n')
     print('| config (supernet) | input | plain step | DMS step | DMS / plain | plain fwd+bwd | '
           'DMS fwd+bwd | DMS / plain |')
     print('|---|---|---|---|---|---|---|---|')
     for name in args.models:
-        yolo = name.startswith('yolov8')
-        size = args.yolo_size if yolo else args.size
-        case = Case(name, args.batch, size, trace_size=None if yolo else size,
-                    cfg_options=args.cfg_options)
+        case, size = build_case(name, args)
         runs = dict(plain=case.plain_step, dms=case.dms_step,
                     plain_fb=lambda: case.forward_backward(False),
                     dms_fb=lambda: case.forward_backward(True))
@@ -298,6 +313,50 @@ TIMED_PHASES = ('estimator soft', 'estimator hard', 'backward', 'step', 'zero_gr
 PHASES = ('forward', 'estimator soft', 'estimator hard', 'backward', 'estimator soft backward',
           'step', 'zero_grad', 'importance update', 'ResourceLossHook logging', 'total',
           'forward + backward alone')
+
+
+class OpCensus(TorchDispatchMode):
+    """Counts, per aten operator, the calls made inside it and the elements they write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls, self.elements = Counter(), Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        self.calls[name] += 1
+        if not func.is_view:
+            outs = out if isinstance(out, (tuple, list)) else (out, )
+            self.elements[name] += sum(o.numel() for o in outs if isinstance(o, torch.Tensor))
+        return out
+
+
+def census(case: Case, dms: bool) -> OpCensus:
+    """The operators of one forward + backward alone (after one uncounted, warming caches)."""
+    case.forward_backward(dms)
+    with OpCensus() as counted:
+        case.forward_backward(dms)
+    return counted
+
+
+def print_census(args) -> None:
+    print('| config (supernet) | input | aten calls, plain / DMS | elements written (M), plain / '
+          'DMS | DMS adds | largest additions (M elements) |')
+    print('|---|---|---|---|---|---|')
+    for name in args.models:
+        case, size = build_case(name, args)
+        dms, plain = census(case, True), census(case, False)
+        calls = [sum(c.calls.values()) for c in (plain, dms)]
+        elements = [sum(c.elements.values()) / 1e6 for c in (plain, dms)]
+        extra = {op: (dms.elements[op] - plain.elements[op]) / 1e6 for op in dms.elements}
+        largest = ', '.join(f'`{op}` {e:.1f}' for op, e in
+                            sorted(extra.items(), key=lambda kv: -kv[1])[:3] if e > 0.05)
+        print(f'| `{name}.py` ({SUPERNETS[name]}) | {args.batch}×3×{size}² | {calls[0]:,} / '
+              f'{calls[1]:,} | {elements[0]:,.0f} / {elements[1]:,.0f} | +{calls[1] - calls[0]:,}'
+              f' calls, +{elements[1] - elements[0]:.1f} M elements '
+              f'(+{100 * (elements[1] / elements[0] - 1):.1f}%) | {largest} |', flush=True)
+        del case
 
 
 def paired_ratios(dms: list, plain: list) -> tuple:
@@ -341,7 +400,12 @@ def main() -> None:
     parser.add_argument('--allocator', choices=('glibc', 'keep'), default='glibc',
                         help="glibc: glibc's defaults; keep: glibc keeps freed memory for the "
                         'next step (%s)' % ' '.join(f'{k}={v}' for k, v in KEEP_FREED.items()))
+    parser.add_argument('--census', action='store_true',
+                        help='count the operators of one forward + backward instead of timing')
     args = parser.parse_args()
+    if args.census:
+        print_census(args)
+        return
     if args.memory:
         if os.environ.get('MALLOC_MMAP_THRESHOLD_') != str(MMAP_THRESHOLD):
             env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
@@ -357,12 +421,7 @@ def main() -> None:
           f'DMS and plain')
     results = []
     for name in args.models:
-        yolo = name.startswith('yolov8')
-        size = args.yolo_size if yolo else args.size
-        # YOLOv8 is traced (and its MACs counted) at the config's 640 x 640, the resolution of
-        # its target; it trains on --yolo-size images
-        case = Case(name, args.batch, size, trace_size=None if yolo else size,
-                    cfg_options=args.cfg_options)
+        case, size = build_case(name, args)
         dms_steps, plain_steps, dms_fb, plain_fb = [], [], [], []
         faults = dict(dms=[], plain=[])
         for i in range(args.warmup + args.repeats):
