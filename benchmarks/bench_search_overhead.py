@@ -316,7 +316,8 @@ PHASES = ('forward', 'estimator soft', 'estimator hard', 'backward', 'estimator 
 
 
 class OpCensus(TorchDispatchMode):
-    """Counts, per aten operator, the calls made inside it and the elements they write."""
+    """While active: per aten operator, its calls and the elements they write (a view writes
+    none; an in-place operator writes its input's)."""
 
     def __init__(self) -> None:
         super().__init__()
