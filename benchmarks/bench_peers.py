@@ -650,8 +650,9 @@ def table(records: Dict[str, dict], subset: Optional[int] = None) -> str:
     rows = [r for r in records.values() if r.get('subset') == subset]
     out = []
     for supernet in SUPERNETS:
-        base = [r for r in rows if r['supernet'] == supernet and r['method'] == 'supernet'
-                and r['status'] == 'ok']
+        base = sorted((r for r in rows if r['supernet'] == supernet
+                       and r['method'] == 'supernet' and r['status'] == 'ok'),
+                      key=lambda r: r['seed'])
         if base:
             out.append(f"\n**{supernet}** supernet: {base[0]['macs'] / 1e6:.2f}M MACs, "
                        f"{base[0]['params'] / 1e6:.3f}M params, test top-1 "
